@@ -1,0 +1,65 @@
+// Package config holds envd's start-up configuration and parses it from the
+// command line. It has no flag globals: Parse builds a fresh FlagSet each call,
+// so tests and main share one code path.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+)
+
+// DefaultPort is the port every envd client dials.
+const DefaultPort = 49983
+
+// Config is everything envd needs to know before it starts serving.
+type Config struct {
+	Port        int
+	IsNotFC     bool // not inside Firecracker: no MMDS, no log exporter, text logs
+	Version     bool // print the version and exit
+	Commit      bool // print the build commit and exit
+	Cmd         string
+	CgroupRoot  string
+	NoCgroups   bool
+	Verbose     bool
+	ListenHost  string // "" means every address, as in a VM
+	MMDSAddress string // base URL of Firecracker's metadata service
+	ProcRoot    string // where /proc is mounted; tests point it elsewhere
+}
+
+// ErrHelp is returned when the user asked for -h/--help; usage was printed.
+var ErrHelp = flag.ErrHelp
+
+// Parse reads args (without the program name) with Go flag semantics, so both
+// -port 1 and --port 1 are accepted, as the host agents and orchestrators rely on.
+func Parse(args []string, usage io.Writer) (Config, error) {
+	c := Config{
+		Port:        DefaultPort,
+		CgroupRoot:  "/sys/fs/cgroup",
+		MMDSAddress: "http://169.254.169.254",
+		ProcRoot:    "/proc",
+	}
+	fs := flag.NewFlagSet("envd", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	fs.IntVar(&c.Port, "port", c.Port, "port to listen on")
+	fs.BoolVar(&c.IsNotFC, "isnotfc", false, "not running inside a Firecracker VM: skip MMDS, log as text")
+	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+	fs.BoolVar(&c.Commit, "commit", false, "print the build commit and exit")
+	fs.StringVar(&c.Cmd, "cmd", "", "command to start at boot, run as /bin/bash -l -c <cmd> with tag startCmd")
+	fs.StringVar(&c.CgroupRoot, "cgroup-root", c.CgroupRoot, "cgroup v2 root under which envd creates its groups")
+	fs.BoolVar(&c.NoCgroups, "no-cgroups", false, "do not place processes in cgroups")
+	fs.BoolVar(&c.Verbose, "verbose", false, "log to stdout as text, at debug level")
+	// Accepted and ignored: E2B's orchestrator passes it after a live upgrade, which envd does not implement.
+	fs.Bool("resume-handover", false, "ignored; accepted for compatibility")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		return c, errors.New("port must be between 0 and 65535")
+	}
+	return c, nil
+}

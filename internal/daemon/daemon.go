@@ -1,0 +1,97 @@
+// Package daemon is envd's composition root: it builds every component from a
+// config.Config, serves them on one listener and shuts them down in order.
+// Nothing imports daemon; routes.go is the only place that registers routes.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/envd-dev/envd/internal/auth"
+	"github.com/envd-dev/envd/internal/config"
+	"github.com/envd-dev/envd/internal/execenv"
+)
+
+// Build identifies the binary; main stamps it at link time.
+type Build struct {
+	Version string
+	Commit  string
+}
+
+// idleTimeout must exceed the idle timeout of the proxies in front of envd, or
+// they reuse connections envd has already closed.
+const idleTimeout = 640 * time.Second
+
+// Daemon holds every long-lived component. Fields are set once in New.
+type Daemon struct {
+	cfg   config.Config
+	build Build
+	log   *slog.Logger
+	env   *execenv.Env
+	token *auth.Token
+}
+
+// New builds the components without starting anything.
+func New(cfg config.Config, build Build, log *slog.Logger) (*Daemon, error) {
+	d := &Daemon{
+		cfg:   cfg,
+		build: build,
+		log:   log,
+		env:   execenv.NewEnv(os.Getenv("PATH")),
+		token: &auth.Token{},
+	}
+	d.env.SetInternal("WRENN_SANDBOX", strconv.FormatBool(!cfg.IsNotFC))
+	d.env.SetInternal("E2B_SANDBOX", strconv.FormatBool(!cfg.IsNotFC))
+	return d, nil
+}
+
+// Serve answers on ln until ctx ends, then shuts down in order.
+func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           d.routes(),
+		IdleTimeout:       idleTimeout,
+		ReadHeaderTimeout: 30 * time.Second,
+		Protocols:         new(http.Protocols),
+		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	d.log.Info("envd listening", "addr", ln.Addr().String(), "version", d.build.Version)
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = srv.Close()
+	}
+	return err
+}
+
+// Run listens on the configured port and serves until ctx ends.
+func Run(ctx context.Context, cfg config.Config, build Build, log *slog.Logger) error {
+	d, err := New(cfg, build, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return d.Serve(ctx, ln)
+}

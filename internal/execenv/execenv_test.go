@@ -1,0 +1,70 @@
+package execenv
+
+import (
+	"errors"
+	"slices"
+	"testing"
+)
+
+func TestResolve(t *testing.T) {
+	cases := []struct{ in, workdir, want string }{
+		{"", "", "/home/u"},
+		{"", "/work", "/work"},
+		{"~", "/work", "/home/u"},
+		{"~/a/../b", "", "/home/u/b"},
+		{"rel/x", "/work", "/home/u/rel/x"}, // relative paths never use the workdir
+		{"../../etc", "", "/etc"},
+		{"/abs/../kept", "", "/abs/../kept"}, // absolute paths are returned unchanged
+	}
+	for _, c := range cases {
+		got, err := Resolve(c.in, "/home/u", c.workdir)
+		if err != nil || got != c.want {
+			t.Errorf("Resolve(%q, workdir %q) = %q, %v; want %q", c.in, c.workdir, got, err, c.want)
+		}
+	}
+	if _, err := Resolve("~root/x", "/home/u", ""); !errors.Is(err, ErrBadPath) {
+		t.Errorf("~root: got %v, want ErrBadPath", err)
+	}
+}
+
+func TestProcessEnvMergeOrder(t *testing.T) {
+	e := NewEnv("/bin")
+	e.SetInternal("WRENN_SANDBOX", "false")
+	e.ReplaceVars(map[string]string{"A": "init", "HOME": "/init-home", "WRENN_SANDBOX": "hijack"})
+	u := &User{Name: "u", Home: "/home/u", Shell: "/bin/bash"}
+	got := e.ProcessEnv(u, map[string]string{"A": "request", "PATH": "/req"})
+	want := []string{"A=request", "HOME=/init-home", "LOGNAME=u", "PATH=/req", "SHELL=/bin/bash", "USER=u", "WRENN_SANDBOX=false"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v\nwant %v", got, want)
+	}
+	// Replace semantics: keys missing from the new map disappear.
+	e.ReplaceVars(map[string]string{"B": "1"})
+	d := e.Snapshot()
+	if _, ok := d.Vars["A"]; ok || d.Vars["B"] != "1" || d.Vars["WRENN_SANDBOX"] != "false" {
+		t.Fatalf("after replace: %v", d.Vars)
+	}
+}
+
+func TestDefaultsIgnoreEmpty(t *testing.T) {
+	e := NewEnv("")
+	e.SetDefaultUser("user")
+	e.SetDefaultWorkdir("/w")
+	e.SetDefaultUser("")
+	e.SetDefaultWorkdir("")
+	if d := e.Snapshot(); d.User != "user" || d.Workdir != "/w" {
+		t.Fatalf("%+v", d)
+	}
+}
+
+func TestLookupUser(t *testing.T) {
+	u, err := LookupUser("root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.UID != 0 || u.GID != 0 || u.Home == "" || !slices.Contains(u.Groups, 0) {
+		t.Fatalf("root: %+v", u)
+	}
+	if _, err := LookupUser("no-such-user-envd"); !errors.Is(err, ErrUnknownUser) {
+		t.Fatalf("unknown user: %v", err)
+	}
+}
