@@ -95,3 +95,6 @@ func Run(ctx context.Context, cfg config.Config, build Build, log *slog.Logger) 
 	}
 	return d.Serve(ctx, ln)
 }
+
+// Env exposes the live defaults, for tests that set them without /init.
+func (d *Daemon) Env() *execenv.Env { return d.env }

@@ -1,0 +1,79 @@
+package fsmeta
+
+import (
+	"errors"
+	"maps"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// requireXattrs skips when the test filesystem has no user xattrs; that is the
+// only reason to skip.
+func requireXattrs(t *testing.T, dir string) {
+	t.Helper()
+	p := filepath.Join(dir, ".probe")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(p)
+	if err := unix.Setxattr(p, "user.probe", []byte("1"), 0); err != nil {
+		if errors.Is(err, unix.ENOTSUP) {
+			t.Skipf("filesystem of %s does not support user xattrs: %v", dir, err)
+		}
+		t.Fatal(err)
+	}
+}
+
+func TestReplaceAndRead(t *testing.T) {
+	dir := t.TempDir()
+	requireXattrs(t, dir)
+	p := filepath.Join(dir, "f")
+	if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(p, "user.other", []byte("keep"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := Replace(p, map[string]string{"a": "1", "b": "two"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Replace(p, map[string]string{"b": "2", "c": ""}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Read(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]string{"b": "2", "c": ""}; !maps.Equal(got, want) {
+		t.Fatalf("got %v want %v", got, want)
+	}
+	// Attributes outside envd's namespace are not touched.
+	if _, err := unix.Getxattr(p, "user.other", make([]byte, 8)); err != nil {
+		t.Fatalf("user.other removed: %v", err)
+	}
+	// Non-UTF-8 values are skipped rather than sent as broken strings.
+	if err := unix.Setxattr(p, Prefix+"bin", []byte{0xff, 0xfe}, 0); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = Read(p)
+	if _, ok := got["bin"]; ok {
+		t.Fatalf("non-UTF-8 value surfaced: %v", got)
+	}
+	// Rename keeps metadata, which Move relies on.
+	q := filepath.Join(dir, "g")
+	if err := os.Rename(p, q); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := Read(q); got["b"] != "2" {
+		t.Fatalf("after rename: %v", got)
+	}
+}
+
+func TestReadMissingFile(t *testing.T) {
+	if _, err := Read(filepath.Join(t.TempDir(), "missing")); !errors.Is(err, unix.ENOENT) {
+		t.Fatalf("want ENOENT, got %v", err)
+	}
+}
