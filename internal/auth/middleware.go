@@ -2,11 +2,9 @@ package auth
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"connectrpc.com/connect"
 
@@ -49,41 +47,25 @@ func WriteJSONError(w http.ResponseWriter, status int, message string) {
 type userKey struct{}
 
 // BasicUser resolves the HTTP Basic-auth user of every request. A header that
-// names an unknown user fails the request with Unauthenticated, whatever the
-// path, as the existing envds do; no header leaves the choice to UserFrom.
+// names an unknown user (or the empty name) fails the request with
+// Unauthenticated, whatever the path, as the existing envds' authn middleware
+// does; the error is written in Connect's format, which for non-RPC requests
+// is the unary JSON shape of §5. No header leaves the choice to UserFrom.
 func BasicUser(next http.Handler) http.Handler {
 	errw := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		name, ok := basicName(r.Header.Get("Authorization"))
+		name, _, ok := r.BasicAuth()
 		if !ok {
 			next.ServeHTTP(w, r)
 			return
 		}
 		u, err := execenv.LookupUser(name)
 		if err != nil {
-			cerr := connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("invalid username: '%s'", name))
-			if errw.IsSupported(r) {
-				_ = errw.Write(w, r, cerr)
-			} else {
-				WriteJSONError(w, http.StatusUnauthorized, cerr.Message())
-			}
+			_ = errw.Write(w, r, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("invalid username: '%s'", name)))
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, u)))
 	})
-}
-
-func basicName(header string) (string, bool) {
-	const prefix = "Basic "
-	if len(header) < len(prefix) || !strings.EqualFold(header[:len(prefix)], prefix) {
-		return "", false
-	}
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(header[len(prefix):]))
-	if err != nil {
-		return "", false
-	}
-	name, _, _ := strings.Cut(string(raw), ":")
-	return name, name != ""
 }
 
 // UserFrom returns the Basic-auth user of the request, or else the current

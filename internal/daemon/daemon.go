@@ -17,6 +17,8 @@ import (
 	"github.com/envd-dev/envd/internal/auth"
 	"github.com/envd-dev/envd/internal/config"
 	"github.com/envd-dev/envd/internal/execenv"
+	"github.com/envd-dev/envd/internal/httpapi"
+	"github.com/envd-dev/envd/internal/sysstat"
 )
 
 // Build identifies the binary; main stamps it at link time.
@@ -36,6 +38,11 @@ type Daemon struct {
 	log   *slog.Logger
 	env   *execenv.Env
 	token *auth.Token
+
+	// REST endpoints that hold state or hooks the VM side fills in.
+	initAPI     *httpapi.Init
+	snapshotAPI *httpapi.SnapshotPrepare
+	metricsAPI  *httpapi.Metrics
 }
 
 // New builds the components without starting anything.
@@ -49,6 +56,13 @@ func New(cfg config.Config, build Build, log *slog.Logger) (*Daemon, error) {
 	}
 	d.env.SetInternal("WRENN_SANDBOX", strconv.FormatBool(!cfg.IsNotFC))
 	d.env.SetInternal("E2B_SANDBOX", strconv.FormatBool(!cfg.IsNotFC))
+
+	d.initAPI = httpapi.NewInit(d.env, d.token, build.Version, log)
+	if !cfg.IsNotFC {
+		d.initAPI.HostsPath = "/etc/hosts"
+	}
+	d.snapshotAPI = &httpapi.SnapshotPrepare{}
+	d.metricsAPI = &httpapi.Metrics{Sampler: sysstat.NewSampler(cfg.ProcRoot, "/", time.Now), Log: log}
 	return d, nil
 }
 

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/envd-dev/envd/internal/auth"
 	"github.com/envd-dev/envd/internal/httpapi"
@@ -14,6 +15,14 @@ func (d *Daemon) routes() http.Handler {
 
 	health := &httpapi.Health{Version: d.build.Version}
 	mux.Handle("GET /health", health)
+
+	files := &httpapi.Files{Env: d.env, Token: d.token, Now: time.Now, Log: d.log}
+	mux.Handle("GET /files", files.Download())
+	mux.Handle("POST /files", files.Upload())
+	mux.Handle("POST /init", d.initAPI)
+	mux.Handle("GET /metrics", d.metricsAPI)
+	mux.Handle("GET /envs", &httpapi.Envs{Env: d.env})
+	mux.Handle("POST /snapshot/prepare", d.snapshotAPI)
 
 	return withCORS(auth.RequireToken(d.token, auth.BasicUser(mux)))
 }
