@@ -282,7 +282,9 @@ func (f *Files) uploadParts(mr *multipart.Reader, req filesRequest, w_ *writer) 
 	)
 	for {
 		part, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
+		// Only a bare io.EOF is the end boundary; a wrapped one is a body
+		// that ended without it.
+		if err == io.EOF { //nolint:errorlint
 			return entries, nil
 		}
 		if err != nil {
