@@ -37,6 +37,7 @@ func main() {
 		fmt.Println(commit)
 		return
 	}
+	cfg.ReapOrphans = true
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := daemon.Run(ctx, cfg, daemon.Build{Version: version, Commit: commit}, newLogger(cfg)); err != nil {

@@ -26,6 +26,10 @@ type Config struct {
 	ListenHost  string // "" means every address, as in a VM
 	MMDSAddress string // base URL of Firecracker's metadata service
 	ProcRoot    string // where /proc is mounted; tests point it elsewhere
+	// ReapOrphans makes envd wait for every child, orphans included (as PID 1
+	// or child subreaper). Only main sets it: it would steal the exit status
+	// of os/exec children in a test binary hosting the daemon.
+	ReapOrphans bool
 }
 
 // ErrHelp is returned when the user asked for -h/--help; usage was printed.

@@ -18,6 +18,8 @@ import (
 	"github.com/envd-dev/envd/internal/config"
 	"github.com/envd-dev/envd/internal/execenv"
 	"github.com/envd-dev/envd/internal/httpapi"
+	"github.com/envd-dev/envd/internal/proc"
+	"github.com/envd-dev/envd/internal/reaper"
 	"github.com/envd-dev/envd/internal/sysstat"
 )
 
@@ -43,6 +45,11 @@ type Daemon struct {
 	initAPI     *httpapi.Init
 	snapshotAPI *httpapi.SnapshotPrepare
 	metricsAPI  *httpapi.Metrics
+
+	reaper *reaper.Reaper
+	procs  *proc.Manager
+	// placer puts user processes into cgroups; nil leaves them in envd's.
+	placer proc.Placer
 }
 
 // New builds the components without starting anything.
@@ -63,6 +70,13 @@ func New(cfg config.Config, build Build, log *slog.Logger) (*Daemon, error) {
 	}
 	d.snapshotAPI = &httpapi.SnapshotPrepare{}
 	d.metricsAPI = &httpapi.Metrics{Sampler: sysstat.NewSampler(cfg.ProcRoot, "/", time.Now), Log: log}
+
+	r, err := reaper.New(log, cfg.ReapOrphans)
+	if err != nil {
+		return nil, err
+	}
+	d.reaper = r
+	d.procs = proc.NewManager(proc.Options{Reaper: r, Env: d.env, Placer: d.placer, Log: log})
 	return d, nil
 }
 
@@ -79,6 +93,16 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
 
+	// The reaper outlives the HTTP server: processes killed at shutdown
+	// must still be reaped.
+	reapCtx, stopReaper := context.WithCancel(context.WithoutCancel(ctx))
+	reaped := make(chan struct{})
+	go func() { d.reaper.Run(reapCtx); close(reaped) }()
+	defer func() { stopReaper(); <-reaped }()
+	if d.cfg.Cmd != "" {
+		d.startCmd(d.cfg.Cmd)
+	}
+
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	d.log.Info("envd listening", "addr", ln.Addr().String(), "version", d.build.Version)
@@ -94,6 +118,7 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = srv.Close()
 	}
+	d.killProcesses(shutdownCtx)
 	return err
 }
 

@@ -5,7 +5,9 @@ import (
 	"time"
 
 	"github.com/envd-dev/envd/internal/auth"
+	"github.com/envd-dev/envd/internal/gen/process/processconnect"
 	"github.com/envd-dev/envd/internal/httpapi"
+	"github.com/envd-dev/envd/internal/processapi"
 )
 
 // routes is THE table of every HTTP route and Connect service envd serves.
@@ -23,6 +25,8 @@ func (d *Daemon) routes() http.Handler {
 	mux.Handle("GET /metrics", d.metricsAPI)
 	mux.Handle("GET /envs", &httpapi.Envs{Env: d.env})
 	mux.Handle("POST /snapshot/prepare", d.snapshotAPI)
+
+	mux.Handle(processconnect.NewProcessHandler(processapi.New(d.procs, d.env, d.log)))
 
 	return withCORS(auth.RequireToken(d.token, auth.BasicUser(mux)))
 }

@@ -1,0 +1,84 @@
+package processapi
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	pb "github.com/envd-dev/envd/internal/gen/process"
+	"github.com/envd-dev/envd/internal/proc"
+)
+
+// defaultKeepalive applies when Keepalive-Ping-Interval is missing or invalid.
+const defaultKeepalive = 90 * time.Second
+
+func keepaliveInterval(h http.Header) time.Duration {
+	n, err := strconv.Atoi(h.Get("Keepalive-Ping-Interval"))
+	if err != nil || n <= 0 {
+		return defaultKeepalive
+	}
+	return time.Duration(n) * time.Second
+}
+
+// follow streams a process to one client: start, then output and keepalives,
+// then end once the process was reaped and every chunk sent. It returns when
+// the process ended, the client went away, or ctx's deadline passed.
+func follow(ctx context.Context, p *proc.Process, sub *proc.Subscription, keepalive time.Duration, send func(*pb.ProcessEvent) error) error {
+	if err := send(&pb.ProcessEvent{Event: &pb.ProcessEvent_Start{Start: &pb.ProcessEvent_StartEvent{Pid: uint32(p.Pid())}}}); err != nil {
+		return err
+	}
+	timer := time.NewTimer(keepalive)
+	defer timer.Stop()
+	for {
+		select {
+		case c := <-sub.C:
+			if err := send(dataEvent(c)); err != nil {
+				return err
+			}
+			timer.Reset(keepalive)
+		case <-p.Done():
+			// Output is complete before Done closes: what is queued is the rest.
+			for {
+				select {
+				case c := <-sub.C:
+					if err := send(dataEvent(c)); err != nil {
+						return err
+					}
+					continue
+				default:
+				}
+				break
+			}
+			return send(endEvent(p.Result()))
+		case <-timer.C:
+			if err := send(&pb.ProcessEvent{Event: &pb.ProcessEvent_Keepalive{Keepalive: &pb.ProcessEvent_KeepAlive{}}}); err != nil {
+				return err
+			}
+			timer.Reset(keepalive)
+		case <-ctx.Done():
+			return streamEnded(ctx)
+		}
+	}
+}
+
+func dataEvent(c proc.Chunk) *pb.ProcessEvent {
+	d := &pb.ProcessEvent_DataEvent{}
+	switch c.Stream {
+	case proc.Stdout:
+		d.Output = &pb.ProcessEvent_DataEvent_Stdout{Stdout: c.Data}
+	case proc.Stderr:
+		d.Output = &pb.ProcessEvent_DataEvent_Stderr{Stderr: c.Data}
+	case proc.PTY:
+		d.Output = &pb.ProcessEvent_DataEvent_Pty{Pty: c.Data}
+	}
+	return &pb.ProcessEvent{Event: &pb.ProcessEvent_Data{Data: d}}
+}
+
+func endEvent(r proc.Result) *pb.ProcessEvent {
+	e := &pb.ProcessEvent_EndEvent{ExitCode: int32(r.ExitCode), Exited: r.Exited, Status: r.Status}
+	if r.Err != "" {
+		e.Error = &r.Err
+	}
+	return &pb.ProcessEvent{Event: &pb.ProcessEvent_End{End: e}}
+}
