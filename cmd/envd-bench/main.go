@@ -48,6 +48,7 @@ type options struct {
 	only    *regexp.Regexp
 	rpcGzip bool
 	timeout time.Duration
+	profile string
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -68,11 +69,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&only, "only", "", "run only scenarios whose name matches this regexp")
 	fs.BoolVar(&opt.rpcGzip, "rpc-gzip", true, "let the RPC client accept gzip responses (connect-go's default, as the Wrenn host agent)")
 	fs.DurationVar(&opt.timeout, "timeout", 0, "limit per scenario (default 3m, 60s with -short)")
+	fs.StringVar(&opt.profile, "profile", "", "run the daemon in-process from this source tree under pprof instead of bin/envd; write cpu.pprof and allocs.pprof into this directory")
+	servePort := fs.Int("serve-profiled", 0, "internal: be the profiled daemon on this port (used by -profile)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
+	}
+	if *servePort != 0 {
+		return serveProfiled(*servePort, opt.profile, stderr)
 	}
 	if only != "" {
 		re, err := regexp.Compile(only)
@@ -192,8 +198,12 @@ func setup(ctx context.Context, opt options, log io.Writer) (*bench, error) {
 		if b.bin, err = ensureEnvd(ctx, opt.bin, log); err != nil {
 			return nil, err
 		}
-		b.logf("starting %s", b.bin)
-		b.daemon, err = spawn(ctx, b.bin, envdArgs, b.tmp)
+		if opt.profile != "" {
+			b.daemon, err = b.spawnProfiled(ctx)
+		} else {
+			b.logf("starting %s", b.bin)
+			b.daemon, err = spawn(ctx, b.bin, envdArgs, b.tmp)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -225,6 +235,25 @@ func setup(ctx context.Context, opt options, log io.Writer) (*bench, error) {
 	_, _ = r.Read(b.data)
 	b.logf("target %s (pid %d), fixtures in %s", b.base, b.pid, b.dir)
 	return b, nil
+}
+
+// spawnProfiled starts this program as the daemon under pprof (-profile).
+func (b *bench) spawnProfiled(ctx context.Context) (*server, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(b.opt.profile)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	b.logf("starting the profiled daemon; profiles go to %s", dir)
+	return spawn(ctx, self, func(p int) []string {
+		return []string{"-serve-profiled", fmt.Sprint(p), "-profile", dir}
+	}, b.tmp)
 }
 
 func raiseNoFile(log io.Writer) {
