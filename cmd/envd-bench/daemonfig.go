@@ -24,7 +24,10 @@ func (b *bench) slowReader(ctx context.Context) []row {
 	if b.pid == 0 {
 		return []row{errRow(name, t, errors.New("daemon pid unknown (pass -pid with -url)"))}
 	}
-	note := ""
+	note, err := b.freshDaemon(ctx)
+	if err != nil {
+		return []row{errRow(name, t, err)}
+	}
 	if err := resetPeakRSS(b.pid); err != nil {
 		note = fmt.Sprintf("could not reset VmHWM (%v): peak is since daemon start", err)
 	}

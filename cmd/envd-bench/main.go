@@ -222,12 +222,7 @@ func setup(ctx context.Context, opt options, log io.Writer) (*bench, error) {
 	// HTTP/1.1 only, as both the SDKs and the Wrenn host agent reach envd.
 	tr.Protocols.SetHTTP1(true)
 	b.hc = &http.Client{Transport: &authTransport{next: tr, token: opt.token, user: opt.user}}
-	var copts []connect.ClientOption // Connect protocol, binary proto: connect-go's defaults
-	if !opt.rpcGzip {
-		copts = append(copts, connect.WithAcceptCompression("gzip", nil, nil))
-	}
-	b.proc = processconnect.NewProcessClient(b.hc, b.base, copts...)
-	b.fs = filesystemconnect.NewFilesystemClient(b.hc, b.base, copts...)
+	b.connect()
 
 	n := max(b.sz.upload, b.sz.streamIn, b.sz.sendIn, b.sz.checkIn)
 	b.data = make([]byte, n)
@@ -235,6 +230,37 @@ func setup(ctx context.Context, opt options, log io.Writer) (*bench, error) {
 	_, _ = r.Read(b.data)
 	b.logf("target %s (pid %d), fixtures in %s", b.base, b.pid, b.dir)
 	return b, nil
+}
+
+// connect makes the RPC clients for b.base: the Connect protocol with binary
+// proto over HTTP/1.1, connect-go's defaults, as the Wrenn host agent uses.
+func (b *bench) connect() {
+	var copts []connect.ClientOption
+	if !b.opt.rpcGzip {
+		copts = append(copts, connect.WithAcceptCompression("gzip", nil, nil))
+	}
+	b.proc = processconnect.NewProcessClient(b.hc, b.base, copts...)
+	b.fs = filesystemconnect.NewFilesystemClient(b.hc, b.base, copts...)
+}
+
+// freshDaemon restarts the daemon this command started, so a memory figure
+// is not inflated by heap an earlier scenario left to the Go runtime. With
+// -url or -profile the daemon is left alone and the figure says so.
+func (b *bench) freshDaemon(ctx context.Context) (note string, err error) {
+	if b.daemon == nil || b.opt.profile != "" {
+		return "daemon not restarted (-url or -profile): includes memory kept from earlier scenarios", nil
+	}
+	if err := b.daemon.stop(); err != nil {
+		return "", fmt.Errorf("stop envd: %w", err)
+	}
+	b.daemon = nil
+	s, err := spawn(ctx, b.bin, envdArgs, b.tmp)
+	if err != nil {
+		return "", fmt.Errorf("restart envd: %w", err)
+	}
+	b.daemon, b.base, b.pid = s, s.url, s.pid()
+	b.connect()
+	return "", nil
 }
 
 // spawnProfiled starts this program as the daemon under pprof (-profile).

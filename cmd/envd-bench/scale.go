@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -50,6 +51,11 @@ func (b *bench) runScale(s scaleScenario) (rows []scaleRow) {
 			rows = append(rows, scaleRow{name: s.name, err: fmt.Errorf("panic: %v", p)})
 		}
 	}()
+	if note, err := b.freshDaemon(ctx); err != nil {
+		return []scaleRow{{name: s.name, err: err}}
+	} else if note != "" {
+		b.logf("%s", note)
+	}
 	return s.run(ctx)
 }
 
@@ -102,6 +108,24 @@ func (b *bench) peakSince() func() string {
 	}
 }
 
+// fdLimit describes the daemon's open-file limit, which bounds how many
+// processes it can hold (a pipe end or two per process).
+func (b *bench) fdLimit() string {
+	if b.pid == 0 {
+		return ""
+	}
+	lim, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", b.pid))
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(string(lim), "\n") {
+		if f := strings.Fields(l); len(f) >= 5 && strings.HasPrefix(l, "Max open files") {
+			return "open-file limit " + f[3]
+		}
+	}
+	return ""
+}
+
 // startBackground starts cmd and returns its pid once the start event came,
 // dropping the stream as the Wrenn host agent's StartBackground does.
 func (b *bench) startBackground(ctx context.Context, cmd string, args ...string) (uint32, error) {
@@ -137,7 +161,7 @@ func workers(n, k int, f func(i int) error) error {
 }
 
 func (b *bench) scaleList(ctx context.Context) []scaleRow {
-	steps := []int{100, 1000, 10000}
+	steps := []int{100, 1000, 5000, 10000}
 	if b.opt.short {
 		steps = []int{5, 20}
 	}
@@ -168,7 +192,11 @@ func (b *bench) scaleList(ctx context.Context) []scaleRow {
 			}
 		}
 		if err != nil {
-			return append(rows, scaleRow{name: "List with live processes", size: fmt.Sprint(n), err: err})
+			if lim := b.fdLimit(); lim != "" {
+				err = fmt.Errorf("daemon's %s, %d processes running: %w", lim, len(pids), err)
+			}
+			rows = append(rows, scaleRow{name: "Start in background (16 clients)", size: fmt.Sprintf("%d more", add), err: err})
+			break
 		}
 		rows = append(rows, scaleRow{name: "Start in background (16 clients)", size: fmt.Sprintf("%d more", add), time: fmtDur(startT),
 			perUnit: fmtDur(startT/time.Duration(add)) + " per start", memory: b.memNow()})
@@ -187,6 +215,9 @@ func (b *bench) scaleList(ctx context.Context) []scaleRow {
 		}
 		rows = append(rows, scaleRow{name: "List with live processes", size: fmt.Sprint(n), time: fmtLatency(lat),
 			perUnit: fmtDur(lat.median()/time.Duration(n)) + " per process", memory: b.memNow()})
+	}
+	if len(pids) == 0 {
+		return rows
 	}
 	t0 := time.Now()
 	err := workers(len(pids), 16, func(i int) error {
