@@ -333,6 +333,7 @@ func (b *bench) scaleUpload(ctx context.Context) []scaleRow {
 			continue
 		}
 		p := b.path("scale-upload.bin")
+		quiesce(p)
 		peak := b.peakSince()
 		t0 := time.Now()
 		err := b.uploadFile(ctx, p, &repeatReader{pattern: b.data, n: n}, n)
