@@ -342,6 +342,36 @@ func (b *bench) logf(format string, args ...any) {
 	fmt.Fprintf(b.log, "envd-bench: "+format+"\n", args...)
 }
 
+// describeTarget names what was measured: the binary and its build commit,
+// flagged when it is older than the checkout, or the URL.
+func (b *bench) describeTarget() string {
+	switch {
+	case b.opt.profile != "":
+		return "daemon from this source tree in-process under pprof"
+	case b.bin == "":
+		return "envd at " + b.base
+	}
+	out, err := exec.Command(b.bin, "--commit").Output()
+	commit := strings.TrimSpace(string(out))
+	if err != nil {
+		return b.bin
+	}
+	desc := fmt.Sprintf("%s (commit %s)", b.bin, commit)
+	head, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
+	if h := strings.TrimSpace(string(head)); err == nil && h != "" && !strings.HasPrefix(h, commit) && !strings.HasPrefix(commit, h) {
+		desc += fmt.Sprintf(" — NOT the checkout's HEAD %s, run ./scripts/build", h)
+	}
+	return desc
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
+}
+
 // scenario is one group of rows measured together.
 type scenario struct {
 	name string
@@ -382,7 +412,8 @@ func (b *bench) runAll(w io.Writer) bool {
 	if b.opt.short {
 		mode = "short (timings meaningless)"
 	}
-	fmt.Fprintf(w, "envd-bench: %s mode, target %s, %d CPUs, %s\n\n", mode, b.base, runtime.NumCPU(), time.Now().UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "envd-bench: %s mode, %s, %d CPUs, load %s, %s\n\n", mode, b.describeTarget(), runtime.NumCPU(),
+		loadAvg(), time.Now().UTC().Format(time.RFC3339))
 	printTable(w, rows)
 	failed := false
 	for _, r := range rows {
