@@ -20,7 +20,8 @@ node -e '
   const [a, b] = process.versions.node.split(".").map(Number);
   if (!(a >= 22 || (a === 20 && b >= 18))) { console.error("node " + process.version + " is too old; e2b needs >= 20.18.1"); process.exit(1) }
 ' || exit 1
-command -v curl >/dev/null || die "curl not found (scripts/install-deps installs it)"
+# sudo, tput, python3, curl, pgrep: the tests and this script use them.
+"$root/scripts/install-deps" >/dev/null
 
 # The binary under test. scripts/test builds it just before; rebuilding here is
 # a cache hit there and keeps a stand-alone run from testing a stale binary.
