@@ -209,6 +209,13 @@ func (b *bench) footprint(ctx context.Context) []row {
 			rows = append(rows, row{name: names[i], target: ts[i], met: "n/a", note: "only when envd-bench starts the binary itself (no -url)"})
 			rows[i].judge(0, 0)
 		}
+		// The size of any implementation can still be compared through its pid.
+		es, err1 := os.Stat(fmt.Sprintf("/proc/%d/exe", b.pid))
+		tsz, err2 := os.Stat(b.trivBin)
+		if b.pid != 0 && err1 == nil && err2 == nil {
+			rows[1] = row{name: names[1], envd: fmtBytes(es.Size()), limit: fmtBytes(tsz.Size()) + " (static, stripped)", target: ts[1]}
+			rows[1].judge(float64(es.Size()), float64(tsz.Size()))
+		}
 		return rows
 	}
 	measure := func(bin string, args func(int) []string) (durations, []float64, error) {
