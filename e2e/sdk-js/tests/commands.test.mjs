@@ -221,6 +221,15 @@ test('connect: two streams on one process both get all output', async () => {
   assert.equal(r2.stdout, want)
 })
 
+test('a client that disconnects from a chatty process never blocks it', async () => {
+  // ~64 MiB of output with nobody reading once the SDK has disconnected.
+  const h = await background('yes e2e-chatty-output | head -c 67108864')
+  await h.disconnect()
+  assert.ok(await eventually(() => !alive(h.pid), 60_000), `pid ${h.pid} is stuck after its client went away`)
+  const r = await sbx.commands.run('echo alive')
+  assert.equal(r.stdout, 'alive\n')
+})
+
 test('connect to an unknown pid is NotFound', async () => {
   await assert.rejects(sbx.commands.connect(999999), (e) => {
     assert.ok(e instanceof NotFoundError, `got ${e?.constructor?.name}: ${e}`)
