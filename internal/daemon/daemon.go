@@ -17,6 +17,7 @@ import (
 	"github.com/envd-dev/envd/internal/auth"
 	"github.com/envd-dev/envd/internal/config"
 	"github.com/envd-dev/envd/internal/execenv"
+	"github.com/envd-dev/envd/internal/fsapi"
 	"github.com/envd-dev/envd/internal/httpapi"
 	"github.com/envd-dev/envd/internal/proc"
 	"github.com/envd-dev/envd/internal/reaper"
@@ -48,6 +49,7 @@ type Daemon struct {
 
 	reaper *reaper.Reaper
 	procs  *proc.Manager
+	fs     *fsapi.Service
 	// placer puts user processes into cgroups; nil leaves them in envd's.
 	placer proc.Placer
 }
@@ -77,6 +79,7 @@ func New(cfg config.Config, build Build, log *slog.Logger) (*Daemon, error) {
 	}
 	d.reaper = r
 	d.procs = proc.NewManager(proc.Options{Reaper: r, Env: d.env, Placer: d.placer, Log: log})
+	d.fs = fsapi.New(d.env, log)
 	return d, nil
 }
 
@@ -118,6 +121,7 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = srv.Close()
 	}
+	d.fs.Close()
 	d.killProcesses(shutdownCtx)
 	return err
 }

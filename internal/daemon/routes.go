@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/envd-dev/envd/internal/auth"
+	"github.com/envd-dev/envd/internal/gen/filesystem/filesystemconnect"
 	"github.com/envd-dev/envd/internal/gen/process/processconnect"
 	"github.com/envd-dev/envd/internal/httpapi"
 	"github.com/envd-dev/envd/internal/processapi"
@@ -27,6 +28,7 @@ func (d *Daemon) routes() http.Handler {
 	mux.Handle("POST /snapshot/prepare", d.snapshotAPI)
 
 	mux.Handle(processconnect.NewProcessHandler(processapi.New(d.procs, d.env, d.log)))
+	mux.Handle(filesystemconnect.NewFilesystemHandler(d.fs))
 
 	return withCORS(auth.RequireToken(d.token, auth.BasicUser(mux)))
 }

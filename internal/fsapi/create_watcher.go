@@ -1,0 +1,102 @@
+package fsapi
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/envd-dev/envd/internal/fsops"
+	"github.com/envd-dev/envd/internal/fswatch"
+	"github.com/envd-dev/envd/internal/gen/filesystem"
+)
+
+// errBacklog fails a polling watcher whose client stopped polling.
+var errBacklog = errors.New("watcher buffered too many events without being polled; events were lost")
+
+// errUnknownWatcher is NotFound for an id that is not (or no longer) registered.
+var errUnknownWatcher = errors.New("watcher not found")
+
+// pollWatcher buffers events of one watch between GetWatcherEvents calls.
+type pollWatcher struct {
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	pending []*filesystem.FilesystemEvent
+	err     error // set once the watch ends with an error; sticky
+}
+
+// CreateWatcher starts a watch that outlives the request; its events are
+// fetched with GetWatcherEvents and it ends with RemoveWatcher or Close.
+func (s *Service) CreateWatcher(ctx context.Context, req *filesystem.CreateWatcherRequest) (*filesystem.CreateWatcherResponse, error) {
+	root, err := s.resolveWatchRoot(ctx, req.GetPath())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	wctx, cancel := context.WithCancel(s.ctx)
+	w, err := fswatch.Start(wctx, root, fswatch.Options{
+		Recursive:          req.GetRecursive(),
+		AllowNetworkMounts: req.GetAllowNetworkMounts(),
+	})
+	if err != nil {
+		cancel()
+		return nil, toConnect(err)
+	}
+	pw := &pollWatcher{cancel: cancel}
+	id := watcherID()
+
+	s.mu.Lock()
+	if s.ctx.Err() != nil {
+		s.mu.Unlock()
+		cancel()
+		return nil, toConnect(fmt.Errorf("create watcher: %w", s.ctx.Err()))
+	}
+	s.watchers[id] = pw
+	s.wg.Add(1)
+	s.mu.Unlock()
+
+	conv := eventConverter{root: root, includeEntry: req.GetIncludeEntry(), describer: fsops.NewDescriber()}
+	go func() {
+		defer s.wg.Done()
+		pw.collect(w, conv, s.MaxPending)
+	}()
+	return &filesystem.CreateWatcherResponse{WatcherId: id}, nil
+}
+
+func (pw *pollWatcher) collect(w *fswatch.Watcher, conv eventConverter, max int) {
+	defer pw.cancel()
+	for ev := range w.Events() {
+		pw.mu.Lock()
+		if len(pw.pending) >= max {
+			pw.err = fmt.Errorf("%w (%d events)", errBacklog, max)
+			pw.mu.Unlock()
+			return
+		}
+		pw.pending = append(pw.pending, conv.convert(ev))
+		pw.mu.Unlock()
+	}
+	if err := w.Err(); err != nil {
+		pw.mu.Lock()
+		pw.err = err
+		pw.mu.Unlock()
+	}
+}
+
+// watcherID is "w" plus 20 random characters from [a-z0-9] (§9.2).
+func watcherID() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	out := make([]byte, 1, 21)
+	out[0] = 'w'
+	var buf [32]byte
+	for len(out) < 21 {
+		_, _ = rand.Read(buf[:]) // never fails on Linux (getrandom)
+		for _, b := range buf {
+			// 252 = 7*36: rejecting the rest keeps every character equally likely.
+			if b < 252 && len(out) < 21 {
+				out = append(out, alphabet[b%36])
+			}
+		}
+	}
+	return string(out)
+}

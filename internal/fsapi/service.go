@@ -1,0 +1,85 @@
+// Package fsapi is the Connect handler of filesystem.Filesystem (§4, §9).
+// Each RPC lives in its own file and calls into internal/fsops (entries,
+// directories, moves, listings) or internal/fswatch (inotify); errors.go maps
+// their errors to Connect codes in one place.
+package fsapi
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/envd-dev/envd/internal/auth"
+	"github.com/envd-dev/envd/internal/execenv"
+	"github.com/envd-dev/envd/internal/fsops"
+	"github.com/envd-dev/envd/internal/gen/filesystem/filesystemconnect"
+)
+
+// defaultMaxPending bounds the events a polling watcher buffers between
+// GetWatcherEvents calls; past it the watcher fails instead of growing.
+const defaultMaxPending = 65536
+
+// Service implements filesystemconnect.FilesystemHandler.
+type Service struct {
+	env *execenv.Env
+	log *slog.Logger
+	// MaxPending bounds each polling watcher's buffer; set before serving.
+	MaxPending int
+
+	// ctx ends every watch, streaming or polling, when the daemon closes.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	watchers map[string]*pollWatcher
+	wg       sync.WaitGroup
+}
+
+var _ filesystemconnect.FilesystemHandler = (*Service)(nil)
+
+// New builds the service; Close stops its watchers.
+func New(env *execenv.Env, log *slog.Logger) *Service {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Service{
+		env:        env,
+		log:        log,
+		MaxPending: defaultMaxPending,
+		ctx:        ctx,
+		cancel:     cancel,
+		watchers:   map[string]*pollWatcher{},
+	}
+}
+
+// Close stops every watcher and waits for their goroutines.
+func (s *Service) Close() {
+	s.cancel()
+	s.mu.Lock()
+	clear(s.watchers)
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// resolve validates a client path and expands it as §6.3 says for the
+// acting user. "" means the default workdir only where emptyOK; elsewhere
+// (Remove, Move) it is refused, since expanding it would hand the whole
+// workdir to a destructive call.
+func (s *Service) resolve(ctx context.Context, raw string, emptyOK bool) (string, *execenv.User, error) {
+	u, err := auth.UserFrom(ctx, s.env)
+	if err != nil {
+		return "", nil, err
+	}
+	if raw != "" || !emptyOK {
+		if err := fsops.ValidatePath(raw); err != nil {
+			return "", nil, err
+		}
+	}
+	p, err := execenv.Resolve(raw, u.Home, s.env.Snapshot().Workdir)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := fsops.ValidatePath(p); err != nil {
+		return "", nil, fmt.Errorf("resolved %w", err)
+	}
+	return p, u, nil
+}
