@@ -19,7 +19,7 @@ import (
 )
 
 // FallbackAddr is the guest eth0 address under Wrenn and E2B.
-var FallbackAddr = netip.AddrFrom4([4]byte{169, 254, 0, 21})
+func FallbackAddr() netip.Addr { return netip.AddrFrom4([4]byte{169, 254, 0, 21}) }
 
 // dialTimeout bounds a dial to a loopback listener, which answers at once
 // unless its backlog is full.
@@ -300,7 +300,7 @@ func (f *Forwarder) shutdown() {
 func ExternalAddr() netip.Addr {
 	ifs, err := net.Interfaces()
 	if err != nil {
-		return FallbackAddr
+		return FallbackAddr()
 	}
 	for _, ifc := range ifs {
 		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
@@ -317,5 +317,5 @@ func ExternalAddr() netip.Addr {
 			}
 		}
 	}
-	return FallbackAddr
+	return FallbackAddr()
 }
