@@ -27,7 +27,7 @@ func (d *Daemon) routes() http.Handler {
 	mux.Handle("GET /envs", &httpapi.Envs{Env: d.env})
 	mux.Handle("POST /snapshot/prepare", d.snapshotAPI)
 
-	mux.Handle(processconnect.NewProcessHandler(processapi.New(d.procs, d.env, d.log)))
+	mux.Handle(processconnect.NewProcessHandler(processapi.New(d.procs, d.env, d.log), processapi.HandlerOptions()...))
 	mux.Handle(filesystemconnect.NewFilesystemHandler(d.fs))
 
 	return withCORS(auth.RequireToken(d.token, auth.BasicUser(mux)))

@@ -2,6 +2,8 @@ package envdtest
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -42,7 +44,7 @@ func HelperEnv() map[string]string {
 // hang, ptysize (prints "rows cols" of fd 0, then again after each SIGWINCH),
 // grandchild (starts a hanging child, prints its pid, hangs), orphan (starts a
 // grandchild that exits once this helper has exited, prints its pid, exits at once),
-// write N (N bytes to stdout), pwd, pgid.
+// write N (N counter bytes to stdout, their sha256 to stderr), pwd, pgid.
 func RunHelper() {
 	if len(os.Args) < 3 || os.Args[1] != helperArg {
 		return
@@ -109,19 +111,25 @@ func runHelper(name string, args []string) int {
 		}
 		select {}
 	case "write":
+		// N bytes where each 8-byte word holds its own offset, so lost,
+		// duplicated or reordered chunks change the checksum; the sha256 of
+		// what was written goes to stderr at the end.
 		n, _ := strconv.ParseInt(args[0], 10, 64)
-		buf := make([]byte, 64<<10)
-		for i := range buf {
-			buf[i] = byte(i * 7)
-		}
 		out.Flush()
-		for n > 0 {
-			k := min(n, int64(len(buf)))
+		h := sha256.New()
+		buf := make([]byte, 64<<10)
+		for off := int64(0); off < n; {
+			for i := 0; i < len(buf); i += 8 {
+				binary.LittleEndian.PutUint64(buf[i:], uint64(off)+uint64(i))
+			}
+			k := min(n-off, int64(len(buf)))
 			if _, err := os.Stdout.Write(buf[:k]); err != nil {
 				return 1
 			}
-			n -= k
+			h.Write(buf[:k])
+			off += k
 		}
+		fmt.Fprintf(os.Stderr, "%x\n", h.Sum(nil))
 	case "pwd":
 		wd, _ := os.Getwd()
 		fmt.Fprintln(out, wd)

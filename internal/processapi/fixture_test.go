@@ -68,7 +68,7 @@ func newServer(t testing.TB) *server {
 	c := &clock{t: time.Unix(1_000_000, 0)}
 	m := proc.NewManager(proc.Options{Reaper: r, Env: env, Now: c.now})
 	mux := http.NewServeMux()
-	mux.Handle(processconnect.NewProcessHandler(processapi.New(m, env, slog.New(slog.DiscardHandler))))
+	mux.Handle(processconnect.NewProcessHandler(processapi.New(m, env, slog.New(slog.DiscardHandler)), processapi.HandlerOptions()...))
 	hs := httptest.NewServer(auth.BasicUser(mux))
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	t.Cleanup(func() {
