@@ -20,6 +20,9 @@ func (s *Service) Start(ctx context.Context, req *pb.StartRequest, stream *conne
 		return err
 	}
 	c := req.GetProcess()
+	if c == nil {
+		c = &pb.ProcessConfig{}
+	}
 	o := proc.StartOptions{
 		Config:    proc.Config{Cmd: c.GetCmd(), Args: c.GetArgs(), Envs: c.GetEnvs(), Cwd: c.Cwd},
 		User:      u,
