@@ -24,6 +24,7 @@ import (
 	"github.com/envd-dev/envd/internal/auth"
 	"github.com/envd-dev/envd/internal/execenv"
 	"github.com/envd-dev/envd/internal/fsmeta"
+	"github.com/envd-dev/envd/internal/fsops"
 )
 
 // Files serves GET and POST /files (§7.6, §7.7). Both run as root; the user
@@ -93,13 +94,13 @@ func lookupUser(name string) (*execenv.User, error) {
 	return u, nil
 }
 
-// resolvePath applies §6.3 for u. NUL bytes are refused here because no
-// system call could use such a path.
+// resolvePath applies §6.3 for u, and refuses paths no system call could
+// take (NUL bytes, over-long names) with a 400 instead of a 500 later.
 func (f *Files) resolvePath(p string, u *execenv.User) (string, error) {
-	if strings.IndexByte(p, 0) >= 0 {
-		return "", errorf(http.StatusBadRequest, "error expanding and resolving path '%s': path contains a NUL byte", p)
-	}
 	resolved, err := execenv.Resolve(p, u.Home, f.Env.Snapshot().Workdir)
+	if err == nil {
+		err = fsops.ValidatePath(resolved)
+	}
 	if err != nil {
 		return "", errorf(http.StatusBadRequest, "error expanding and resolving path '%s': %w", p, err)
 	}

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/envd-dev/envd/internal/execenv"
 	"github.com/envd-dev/envd/internal/fsmeta"
+	"github.com/envd-dev/envd/internal/fsops"
 )
 
 // writer stores uploaded files atomically: the body goes to a temporary file
@@ -50,7 +50,11 @@ func (b bodyReader) Read(p []byte) (int, error) {
 // write stores src at path. readContext prefixes body errors ("error reading
 // form" for multipart parts).
 func (wr *writer) write(path string, src io.Reader, readContext string) error {
-	if err := mkdirAllOwned(filepath.Dir(path), int(wr.user.UID), int(wr.user.GID)); err != nil {
+	if err := fsops.MkdirAllOwned(filepath.Dir(path), wr.user.UID, wr.user.GID); err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) && errors.Is(err, syscall.ENOTDIR) {
+			return errorf(http.StatusInternalServerError, "error ensuring directories: path is a file: %s", pe.Path)
+		}
 		return errorf(http.StatusInternalServerError, "error ensuring directories: %w", err)
 	}
 	// Write through a symlink to what it points at, as an in-place write
@@ -197,33 +201,4 @@ func syncDir(dir string) {
 		_ = d.Sync()
 		d.Close()
 	}
-}
-
-var errPathIsFile = errors.New("path is a file")
-
-// mkdirAllOwned creates the missing directories of dir one by one, mode 0755
-// minus umask, each owned by uid:gid. Existing directories are left alone.
-func mkdirAllOwned(dir string, uid, gid int) error {
-	st, err := os.Stat(dir)
-	if err == nil {
-		if !st.IsDir() {
-			return fmt.Errorf("%w: %s", errPathIsFile, dir)
-		}
-		return nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	if parent := filepath.Dir(dir); parent != dir {
-		if err := mkdirAllOwned(parent, uid, gid); err != nil {
-			return err
-		}
-	}
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		if errors.Is(err, fs.ErrExist) { // created concurrently
-			return mkdirAllOwned(dir, uid, gid)
-		}
-		return err
-	}
-	return os.Lchown(dir, uid, gid)
 }
