@@ -7,7 +7,8 @@
 // moved in after it started. Entries that appear inside a new directory
 // before its watch is in place are announced with synthetic Create events,
 // and the later kernel Create for the same name is suppressed, so each entry
-// is announced once.
+// is announced once. Such a file that already has content also gets a
+// synthetic Write, since its writes happened before anyone could see them.
 //
 // fswatch imports neither proto nor connect; internal/fsapi turns its events
 // into wire messages.
@@ -121,7 +122,7 @@ type dirWatch struct {
 func Start(ctx context.Context, root string, opt Options) (*Watcher, error) {
 	fi, err := os.Stat(root)
 	if err != nil {
-		return nil, fmt.Errorf("stat %s: %w", root, err)
+		return nil, fmt.Errorf("watch: %w", err)
 	}
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("path %s: %w", root, ErrNotDir)
@@ -244,6 +245,15 @@ func (w *Watcher) addSubdirs(ctx context.Context, rel string, announce bool) (bo
 			}
 			if !w.emit(ctx, Event{Name: child, Op: Create}) {
 				return false, nil
+			}
+			// Content written before the watch existed was never reported;
+			// clients waiting for a WRITE of a new file must still see one.
+			if e.Type().IsRegular() {
+				if fi, err := e.Info(); err == nil && fi.Size() > 0 {
+					if !w.emit(ctx, Event{Name: child, Op: Write}) {
+						return false, nil
+					}
+				}
 			}
 		}
 		// DirEntry types come from lstat, so symlinked dirs are not entered.
