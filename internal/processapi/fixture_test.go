@@ -70,7 +70,7 @@ func newServer(t testing.TB) *server {
 	mux := http.NewServeMux()
 	mux.Handle(processconnect.NewProcessHandler(processapi.New(m, env, slog.New(slog.DiscardHandler)), processapi.HandlerOptions()...))
 	hs := httptest.NewServer(auth.BasicUser(mux))
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, ReadBufferSize: 64 << 10, WriteBufferSize: 64 << 10}}
 	t.Cleanup(func() {
 		hs.CloseClientConnections()
 		hs.Close()

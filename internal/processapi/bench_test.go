@@ -1,0 +1,83 @@
+package processapi_test
+
+import (
+	"io"
+	"os/exec"
+	"syscall"
+	"testing"
+
+	pb "github.com/envd-dev/envd/internal/gen/process"
+)
+
+// Each wire benchmark has a Raw twin measuring the same work done directly
+// from Go on this machine, so the ratio is what envd adds.
+
+func BenchmarkStartTrue(b *testing.B) {
+	b.Run("Wire", func(b *testing.B) {
+		s := newServer(b)
+		req := &pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "/bin/true"}, Stdin: ptr(false)}
+		for b.Loop() {
+			if ev := run(b, s.client, req); ev.end == nil {
+				b.Fatal("no end event")
+			}
+		}
+	})
+	b.Run("Raw", func(b *testing.B) {
+		attr := &syscall.ProcAttr{Sys: &syscall.SysProcAttr{Setpgid: true}}
+		for b.Loop() {
+			pid, err := syscall.ForkExec("/bin/true", []string{"/bin/true"}, attr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var st syscall.WaitStatus
+			if _, err := syscall.Wait4(pid, &st, 0, nil); err != nil || st.ExitStatus() != 0 {
+				b.Fatal(err, st)
+			}
+		}
+	})
+}
+
+const streamBytes = 512 << 20
+
+func BenchmarkStdout512M(b *testing.B) {
+	b.Run("Wire", func(b *testing.B) {
+		s := newServer(b)
+		req := &pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "head", Args: []string{"-c", "512M", "/dev/zero"}}, Stdin: ptr(false)}
+		b.SetBytes(streamBytes)
+		for b.Loop() {
+			st, err := s.client.Start(b.Context(), req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n := 0
+			for st.Receive() {
+				n += len(st.Msg().GetEvent().GetData().GetStdout())
+			}
+			if err := st.Err(); err != nil || n != streamBytes {
+				b.Fatal(err, n)
+			}
+			st.Close()
+		}
+	})
+	b.Run("Raw", func(b *testing.B) {
+		b.SetBytes(streamBytes)
+		buf := make([]byte, 32<<10)
+		for b.Loop() {
+			c := exec.Command("head", "-c", "512M", "/dev/zero")
+			out, err := c.StdoutPipe()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := c.Start(); err != nil {
+				b.Fatal(err)
+			}
+			n, err := io.CopyBuffer(io.Discard, out, buf)
+			if err != nil || n != streamBytes {
+				b.Fatal(err, n)
+			}
+			if err := c.Wait(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
