@@ -27,9 +27,13 @@ type Placer interface {
 
 // Options configure a Manager. Reaper and Env are required.
 type Options struct {
-	Reaper    *reaper.Reaper
-	Env       *execenv.Env
-	Placer    Placer // nil: no cgroup placement
+	Reaper *reaper.Reaper
+	Env    *execenv.Env
+	Placer Placer // nil: no cgroup placement
+	// OnFork, if set, runs right after each fork, before the process is
+	// registered or announced: the place for per-pid setup such as
+	// oom_score_adj, which children otherwise inherit from envd.
+	OnFork    func(pid int)
 	Log       *slog.Logger
 	Retention time.Duration    // 0: DefaultRetention
 	Now       func() time.Time // nil: time.Now; tests move time forward without sleeping
@@ -40,6 +44,7 @@ type Manager struct {
 	reaper    *reaper.Reaper
 	env       *execenv.Env
 	placer    Placer
+	onFork    func(pid int)
 	log       *slog.Logger
 	retention time.Duration
 	now       func() time.Time
@@ -56,6 +61,7 @@ func NewManager(o Options) *Manager {
 		reaper:    o.Reaper,
 		env:       o.Env,
 		placer:    o.Placer,
+		onFork:    o.OnFork,
 		log:       o.Log,
 		retention: o.Retention,
 		now:       o.Now,

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,7 +47,7 @@ type fixture struct {
 	user  *execenv.User
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, mutate ...func(*proc.Options)) *fixture {
 	t.Helper()
 	r, err := reaper.New(slog.New(slog.DiscardHandler), false)
 	if err != nil {
@@ -57,7 +58,11 @@ func newFixture(t *testing.T) *fixture {
 	go func() { r.Run(ctx); close(done) }()
 	env := execenv.NewEnv(os.Getenv("PATH"))
 	c := &clock{t: time.Unix(1_000_000, 0)}
-	m := proc.NewManager(proc.Options{Reaper: r, Env: env, Now: c.now})
+	o := proc.Options{Reaper: r, Env: env, Now: c.now}
+	for _, fn := range mutate {
+		fn(&o)
+	}
+	m := proc.NewManager(o)
 	u, err := execenv.LookupUser(currentUser(t))
 	if err != nil {
 		t.Fatal(err)
@@ -448,5 +453,68 @@ func TestGoneSubscriberDoesNotBlock(t *testing.T) {
 	o := collect(t, p, live)
 	if o.res.ExitCode != 0 {
 		t.Fatalf("%+v", o.res)
+	}
+}
+
+type cgroupPlacer struct {
+	fd     int
+	ptyAsk []bool
+	mu     sync.Mutex
+}
+
+func (c *cgroupPlacer) CgroupFD(pty bool) (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ptyAsk = append(c.ptyAsk, pty)
+	return c.fd, true
+}
+
+// The Placer's cgroup receives the child at clone time, and OnFork sees the
+// pid before Start returns.
+func TestPlacerAndOnFork(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("creating a cgroup needs root")
+	}
+	root := "/sys/fs/cgroup/unified"
+	if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
+		root = "/sys/fs/cgroup"
+	}
+	if _, err := os.Stat(filepath.Join(root, "cgroup.subtree_control")); err != nil {
+		t.Skip("no cgroup v2 hierarchy mounted")
+	}
+	name := fmt.Sprintf("envd-proc-test-%d", os.Getpid())
+	dir := filepath.Join(root, name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Skipf("cgroup v2 hierarchy at %s is not writable: %v", root, err)
+	}
+	defer os.Remove(dir)
+	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	placer := &cgroupPlacer{fd: fd}
+	var forked []int
+	f := newFixture(t, func(o *proc.Options) {
+		o.Placer = placer
+		o.OnFork = func(pid int) { forked = append(forked, pid) }
+	})
+	p, sub := f.start(t, proc.StartOptions{Config: helper("hang")})
+	if len(forked) != 1 || forked[0] != p.Pid() {
+		t.Fatalf("OnFork saw %v, pid %d", forked, p.Pid())
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "0::/"+name+"\n") {
+		t.Fatalf("child cgroup %q, want /%s", b, name)
+	}
+	_ = p.Signal(syscall.SIGKILL)
+	collect(t, p, sub)
+	p, sub = f.start(t, proc.StartOptions{Config: helper("exit", "0"), PTY: &proc.Size{Cols: 1, Rows: 1}})
+	collect(t, p, sub)
+	if len(placer.ptyAsk) != 2 || placer.ptyAsk[0] || !placer.ptyAsk[1] {
+		t.Fatalf("placer asked for pty=%v", placer.ptyAsk)
 	}
 }

@@ -139,6 +139,9 @@ func (m *Manager) Start(o StartOptions) (*Process, *Subscription, error) {
 		return fail(errorf(ErrInvalid, "error starting process '%s': %v", cmdline, err))
 	}
 	p.pid, p.exit = pid, exit
+	if m.onFork != nil {
+		m.onFork(pid)
+	}
 	m.register(p)
 
 	if !o.Deadline.IsZero() {
