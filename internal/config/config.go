@@ -26,6 +26,8 @@ type Config struct {
 	ListenHost  string // "" means every address, as in a VM
 	MMDSAddress string // base URL of Firecracker's metadata service
 	ProcRoot    string // where /proc is mounted; tests point it elsewhere
+	RunDir      string // where the sandbox env files go (RunDir/wrenn, RunDir/e2b); tests point it elsewhere
+	BootRoot    string // root under which PID-1 setup mounts; tests use a directory in a private mount namespace
 	// ReapOrphans makes envd wait for every child, orphans included (as PID 1
 	// or child subreaper). Only main sets it: it would steal the exit status
 	// of os/exec children in a test binary hosting the daemon.
@@ -43,6 +45,8 @@ func Parse(args []string, usage io.Writer) (Config, error) {
 		CgroupRoot:  "/sys/fs/cgroup",
 		MMDSAddress: "http://169.254.169.254",
 		ProcRoot:    "/proc",
+		RunDir:      "/run",
+		BootRoot:    "/",
 	}
 	fs := flag.NewFlagSet("envd", flag.ContinueOnError)
 	fs.SetOutput(usage)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/envd-dev/envd/internal/auth"
+	"github.com/envd-dev/envd/internal/boot"
 	"github.com/envd-dev/envd/internal/config"
 	"github.com/envd-dev/envd/internal/execenv"
 	"github.com/envd-dev/envd/internal/fsapi"
@@ -52,6 +53,7 @@ type Daemon struct {
 	fs     *fsapi.Service
 	// placer puts user processes into cgroups; nil leaves them in envd's.
 	placer proc.Placer
+	vm     vm // cgroups, MMDS, port forwarding, snapshot hooks (vm.go)
 }
 
 // New builds the components without starting anything.
@@ -72,6 +74,8 @@ func New(cfg config.Config, build Build, log *slog.Logger) (*Daemon, error) {
 	}
 	d.snapshotAPI = &httpapi.SnapshotPrepare{}
 	d.metricsAPI = &httpapi.Metrics{Sampler: sysstat.NewSampler(cfg.ProcRoot, "/", time.Now), Log: log}
+
+	d.setupVM()
 
 	r, err := reaper.New(log, cfg.ReapOrphans)
 	if err != nil {
@@ -95,6 +99,8 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
+	d.startVM(ctx, srv)
+	defer d.stopVM()
 
 	// The reaper outlives the HTTP server: processes killed at shutdown
 	// must still be reaped.
@@ -115,19 +121,29 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+	// Ordered shutdown. Streams end with ctx, their BaseContext, so Shutdown
+	// both stops accepting and waits for them to finish.
+	d.log.Info("shutdown: stop accepting, end streams")
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	err := srv.Shutdown(shutdownCtx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = srv.Close()
 	}
+	d.log.Info("shutdown: streams ended")
 	d.fs.Close()
 	d.killProcesses(shutdownCtx)
+	d.log.Info("shutdown: process groups signalled")
+	d.syncFilesystems()
 	return err
 }
 
 // Run listens on the configured port and serves until ctx ends.
 func Run(ctx context.Context, cfg config.Config, build Build, log *slog.Logger) error {
+	// Before anything else: cgroups, /dev/pts and /proc must exist.
+	if err := (boot.Boot{Root: cfg.BootRoot, Log: log}).IfPID1(); err != nil {
+		log.Error("boot setup incomplete", "err", err)
+	}
 	d, err := New(cfg, build, log)
 	if err != nil {
 		return err

@@ -17,12 +17,12 @@ func (d *Daemon) routes() http.Handler {
 	mux := http.NewServeMux()
 
 	health := &httpapi.Health{Version: d.build.Version}
-	mux.Handle("GET /health", health)
+	mux.Handle("GET /health", d.recoverAfterRestore(health))
 
 	files := &httpapi.Files{Env: d.env, Token: d.token, Now: time.Now, Log: d.log}
 	mux.Handle("GET /files", files.Download())
 	mux.Handle("POST /files", files.Upload())
-	mux.Handle("POST /init", d.initAPI)
+	mux.Handle("POST /init", d.recoverAfterRestore(d.initAPI))
 	mux.Handle("GET /metrics", d.metricsAPI)
 	mux.Handle("GET /envs", &httpapi.Envs{Env: d.env})
 	mux.Handle("POST /snapshot/prepare", d.snapshotAPI)

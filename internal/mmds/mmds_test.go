@@ -2,9 +2,6 @@ package mmds
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -12,88 +9,17 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/envd-dev/envd/internal/execenv"
+	"github.com/envd-dev/envd/internal/mmds/mmdstest"
 )
 
-// fakeMMDS speaks Firecracker's MMDS v2: PUT /latest/api/token with a TTL
-// header yields a session token; every other request needs a live token in
-// X-metadata-token or gets 401; Accept: application/json returns the
-// metadata as a JSON object.
-type fakeMMDS struct {
-	mu       sync.Mutex
-	data     map[string]any
-	tokens   map[string]time.Time
-	failNext int // answer this many requests with 503 first
-	gets     int
-}
-
-func newFake(t *testing.T, data map[string]any) (*fakeMMDS, *httptest.Server) {
-	f := &fakeMMDS{data: data, tokens: map[string]time.Time{}}
-	srv := httptest.NewServer(f)
-	t.Cleanup(srv.Close)
-	return f, srv
-}
-
-func (f *fakeMMDS) set(data map[string]any) {
-	f.mu.Lock()
-	f.data = data
-	f.mu.Unlock()
-}
-
-func (f *fakeMMDS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.failNext > 0 {
-		f.failNext--
-		http.Error(w, "not ready", http.StatusServiceUnavailable)
-		return
-	}
-	if r.URL.Path == "/latest/api/token" {
-		if r.Method != http.MethodPut {
-			http.Error(w, "Not allowed HTTP method.", http.StatusMethodNotAllowed)
-			return
-		}
-		if r.Header.Get("X-Forwarded-For") != "" {
-			http.Error(w, "Invalid header. Reason: Unsupported header name. Key: X-Forwarded-For", http.StatusBadRequest)
-			return
-		}
-		ttl, err := strconv.Atoi(r.Header.Get("X-metadata-token-ttl-seconds"))
-		if err != nil || ttl < 1 || ttl > 21600 {
-			http.Error(w, "Token time to live value not found or invalid.", http.StatusBadRequest)
-			return
-		}
-		b := make([]byte, 32)
-		rand.Read(b)
-		tok := hex.EncodeToString(b)
-		f.tokens[tok] = time.Now().Add(time.Duration(ttl) * time.Second)
-		io.WriteString(w, tok)
-		return
-	}
-	if r.Method != http.MethodGet {
-		http.Error(w, "Not allowed HTTP method.", http.StatusMethodNotAllowed)
-		return
-	}
-	exp, ok := f.tokens[r.Header.Get("X-metadata-token")]
-	if !ok || time.Now().After(exp) {
-		http.Error(w, "No MMDS token provided. Use `X-metadata-token` header to specify the session token.", http.StatusUnauthorized)
-		return
-	}
-	f.gets++
-	if r.Header.Get("Accept") != "application/json" {
-		// IMDS format: one key per line.
-		for k := range f.data {
-			io.WriteString(w, k+"\n")
-		}
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(f.data)
+func newFake(t *testing.T, data map[string]any) (*mmdstest.Server, *mmdstest.Server) {
+	srv := mmdstest.New(t, data)
+	return srv, srv
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -103,7 +29,7 @@ func TestGet(t *testing.T) {
 		"instanceID": "sbx-1", "envID": "tmpl-1", "accessTokenHash": "abc", "address": "http://logs",
 		"extra": map[string]any{"nested": true},
 	})
-	c := &Client{BaseURL: srv.URL, HTTP: srv.Client()}
+	c := &Client{BaseURL: srv.URL, HTTP: http.DefaultClient}
 	md, err := c.Get(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +64,7 @@ func TestFakeIsStrict(t *testing.T) {
 		for k, v := range tc.hdr {
 			req.Header.Set(k, v)
 		}
-		resp, err := srv.Client().Do(req)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,7 +95,7 @@ func TestGetErrors(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			srv := httptest.NewServer(h)
 			defer srv.Close()
-			c := &Client{BaseURL: srv.URL, HTTP: srv.Client()}
+			c := &Client{BaseURL: srv.URL, HTTP: http.DefaultClient}
 			if md, err := c.Get(context.Background()); err == nil {
 				t.Errorf("Get succeeded: %+v", md)
 			}
@@ -196,10 +122,10 @@ func readFile(t *testing.T, path string) (string, os.FileMode) {
 
 func TestPollAppliesEnvAndFiles(t *testing.T) {
 	fake, srv := newFake(t, map[string]any{"instanceID": "sbx-1", "envID": "tmpl-1"})
-	fake.failNext = 3
+	fake.FailNext(3)
 	run := t.TempDir()
 	env := execenv.NewEnv("")
-	s := &Service{Client: &Client{BaseURL: srv.URL, HTTP: srv.Client()}, Env: env, RunDir: run, Log: discard()}
+	s := &Service{Client: &Client{BaseURL: srv.URL, HTTP: http.DefaultClient}, Env: env, RunDir: run, Log: discard()}
 	if err := s.WriteMode(true); err != nil {
 		t.Fatal(err)
 	}
@@ -255,12 +181,12 @@ func TestRepollPicksUpNewID(t *testing.T) {
 	fake, srv := newFake(t, map[string]any{"instanceID": "sbx-1", "envID": "tmpl-1"})
 	run := t.TempDir()
 	env := execenv.NewEnv("")
-	s := &Service{Client: &Client{BaseURL: srv.URL, HTTP: srv.Client()}, Env: env, RunDir: run, Log: discard()}
+	s := &Service{Client: &Client{BaseURL: srv.URL, HTTP: http.DefaultClient}, Env: env, RunDir: run, Log: discard()}
 	if _, err := s.Poll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	// A restored snapshot: new sandbox id, and no envID key this time.
-	fake.set(map[string]any{"instanceID": "sbx-2"})
+	fake.Set(map[string]any{"instanceID": "sbx-2"})
 	<-s.Repoll(context.Background())
 	if got := env.Snapshot().Vars["WRENN_SANDBOX_ID"]; got != "sbx-2" {
 		t.Errorf("WRENN_SANDBOX_ID = %q after re-poll, want sbx-2", got)
@@ -275,7 +201,7 @@ func TestPollStopsWithContext(t *testing.T) {
 		http.Error(w, "down", http.StatusServiceUnavailable)
 	}))
 	defer srv.Close()
-	s := &Service{Client: &Client{BaseURL: srv.URL, HTTP: srv.Client()}, Env: execenv.NewEnv(""), RunDir: t.TempDir(), Log: discard()}
+	s := &Service{Client: &Client{BaseURL: srv.URL, HTTP: http.DefaultClient}, Env: execenv.NewEnv(""), RunDir: t.TempDir(), Log: discard()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

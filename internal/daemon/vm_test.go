@@ -1,0 +1,199 @@
+package daemon_test
+
+import (
+	"bufio"
+	"crypto/sha512"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/envd-dev/envd/internal/config"
+	"github.com/envd-dev/envd/internal/envdtest"
+	"github.com/envd-dev/envd/internal/mmds/mmdstest"
+)
+
+func hash(tok string) string {
+	s := sha512.Sum512([]byte(tok))
+	return hex.EncodeToString(s[:])
+}
+
+// startInVM runs the daemon as inside Firecracker (no --isnotfc) against a
+// local MMDS, with /proc and /run redirected to temp dirs so it neither
+// forwards this machine's ports nor writes the host's /run.
+func startInVM(t *testing.T, md *mmdstest.Server) (*envdtest.Server, string) {
+	t.Helper()
+	procRoot, runDir := t.TempDir(), t.TempDir()
+	for _, p := range []string{"net/tcp", "net/tcp6", "self/oom_score_adj"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(procRoot, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(procRoot, p), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := envdtest.Start(t, func(c *config.Config) {
+		c.IsNotFC = false
+		c.NoCgroups = true
+		c.MMDSAddress = md.URL
+		c.ProcRoot = procRoot
+		c.RunDir = runDir
+	})
+	return s, runDir
+}
+
+func post(t *testing.T, s *envdtest.Server, path, body string) (int, string) {
+	t.Helper()
+	resp, err := s.Client.Post(s.URL+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b))
+}
+
+func envs(t *testing.T, s *envdtest.Server) map[string]string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, s.URL+"/envs", nil)
+	resp, err := s.Client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]string
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestInitTokenCheckedAgainstMMDSHash(t *testing.T) {
+	md := mmdstest.New(t, map[string]any{"instanceID": "sbx-1", "envID": "tmpl-1", "accessTokenHash": hash("right-token")})
+	s, _ := startInVM(t, md)
+
+	if code, body := post(t, s, "/init", `{"accessToken":"wrong-token"}`); code != http.StatusUnauthorized || !strings.Contains(body, "access token validation failed") {
+		t.Fatalf("/init with a token not matching the MMDS hash = %d %q, want 401", code, body)
+	}
+	if code, body := post(t, s, "/init", `{"accessToken":"right-token"}`); code != http.StatusNoContent {
+		t.Fatalf("/init with the token matching the MMDS hash = %d %q, want 204", code, body)
+	}
+	// The token is now set: a different one needs the hash, which it lacks.
+	if code, _ := post(t, s, "/init", `{"accessToken":"another"}`); code != http.StatusUnauthorized {
+		t.Fatalf("/init replacing the token without a matching hash = %d, want 401", code)
+	}
+	// An absent token is a reset, allowed only when MMDS holds hash("").
+	if code, body := post(t, s, "/init", `{}`); code != http.StatusUnauthorized || !strings.Contains(body, "reset not authorized") {
+		t.Fatalf("/init without token = %d %q, want 401 reset not authorized", code, body)
+	}
+	md.Set(map[string]any{"instanceID": "sbx-1", "accessTokenHash": hash("")})
+	req, _ := http.NewRequest(http.MethodPost, s.URL+"/init", nil)
+	req.Header.Set("X-Access-Token", "right-token")
+	resp, err := s.Client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("authorised reset = %d, want 204", resp.StatusCode)
+	}
+}
+
+func TestMMDSIdentityPublished(t *testing.T) {
+	md := mmdstest.New(t, map[string]any{"instanceID": "sbx-1", "envID": "tmpl-1"})
+	md.FailNext(2)
+	s, runDir := startInVM(t, md)
+	eventually(t, "sandbox id from the boot MMDS poll", func() bool { return envs(t, s)["WRENN_SANDBOX_ID"] == "sbx-1" })
+	e := envs(t, s)
+	for k, v := range map[string]string{"WRENN_SANDBOX": "true", "E2B_SANDBOX": "true", "E2B_SANDBOX_ID": "sbx-1", "WRENN_TEMPLATE_ID": "tmpl-1", "E2B_TEMPLATE_ID": "tmpl-1"} {
+		if e[k] != v {
+			t.Errorf("/envs %s = %q, want %q", k, e[k], v)
+		}
+	}
+	for f, v := range map[string]string{"wrenn/.WRENN_SANDBOX": "true", "wrenn/.WRENN_SANDBOX_ID": "sbx-1", "e2b/.E2B_TEMPLATE_ID": "tmpl-1"} {
+		if b, err := os.ReadFile(filepath.Join(runDir, f)); err != nil || string(b) != v {
+			t.Errorf("%s = %q, %v; want %q", f, b, err, v)
+		}
+	}
+	// After a restore the host writes a new id and calls /init.
+	md.Set(map[string]any{"instanceID": "sbx-2", "envID": "tmpl-1"})
+	if code, body := post(t, s, "/init", ""); code != http.StatusNoContent {
+		t.Fatalf("/init = %d %q", code, body)
+	}
+	eventually(t, "new sandbox id after /init re-poll", func() bool { return envs(t, s)["WRENN_SANDBOX_ID"] == "sbx-2" })
+}
+
+// rawGet sends one keep-alive GET on c and reads the whole response.
+func rawGet(t *testing.T, c net.Conn, r *bufio.Reader, host, path string) *http.Response {
+	t.Helper()
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: "+host+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+func TestSnapshotPrepareClosesIdleConnections(t *testing.T) {
+	md := mmdstest.New(t, map[string]any{"instanceID": "sbx-1"})
+	s, _ := startInVM(t, md)
+	host := strings.TrimPrefix(s.URL, "http://")
+	idle, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	ir := bufio.NewReader(idle)
+	if resp := rawGet(t, idle, ir, host, "/health"); resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("health = %d close=%v", resp.StatusCode, resp.Close)
+	}
+
+	resp, err := s.Client.Post(s.URL+"/snapshot/prepare", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent || !resp.Close {
+		t.Fatalf("/snapshot/prepare = %d close=%v, want 204 closing its connection", resp.StatusCode, resp.Close)
+	}
+	// The idle keep-alive connection was closed by the server.
+	idle.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if n, err := ir.ReadByte(); err != io.EOF {
+		t.Fatalf("idle connection after prepare: read %v, %v; want EOF", n, err)
+	}
+
+	// The first request after the restore brings keep-alive back.
+	c, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cr := bufio.NewReader(c)
+	if resp := rawGet(t, c, cr, host, "/health"); resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("first health after restore = %d close=%v, want a kept-alive 200", resp.StatusCode, resp.Close)
+	}
+	if resp := rawGet(t, c, cr, host, "/health"); resp.StatusCode != 200 {
+		t.Fatalf("second health on the same connection = %d", resp.StatusCode)
+	}
+}
