@@ -82,7 +82,7 @@ func New(cfg config.Config, build Build, log *slog.Logger) (*Daemon, error) {
 		return nil, err
 	}
 	d.reaper = r
-	d.procs = proc.NewManager(proc.Options{Reaper: r, Env: d.env, Placer: d.placer, Log: log})
+	d.procs = proc.NewManager(proc.Options{Reaper: r, Env: d.env, Placer: d.placer, OnFork: d.vm.onFork, Log: log})
 	d.fs = fsapi.New(d.env, log)
 	return d, nil
 }

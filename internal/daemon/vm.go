@@ -30,6 +30,9 @@ type vm struct {
 	// the first request after a restore and brings the paused parts back.
 	restored atomic.Bool
 	wg       sync.WaitGroup
+	// onFork undoes envd's OOM protection in each new process; nil when
+	// envd is not protected.
+	onFork func(pid int)
 }
 
 // setupVM builds the VM parts and fills the HTTP hooks. It starts nothing.
@@ -49,8 +52,16 @@ func (d *Daemon) setupVM() {
 	}
 	// Outside a VM none of this is ours to change: the host's OOM scores,
 	// its clock, its ports.
-	if err := (cgroup.OOM{ProcRoot: cfg.ProcRoot}).Protect(); err != nil {
+	oom := cgroup.OOM{ProcRoot: cfg.ProcRoot}
+	if err := oom.Protect(); err != nil {
 		log.Warn("protect envd from the OOM killer", "err", err)
+	} else {
+		// Children inherit envd's score; give each its own right after fork.
+		d.vm.onFork = func(pid int) {
+			if err := oom.Reset(pid); err != nil {
+				log.Warn("reset oom_score_adj of a new process", "pid", pid, "err", err)
+			}
+		}
 	}
 	if err := d.vm.cgroups.Join(cgroup.Envd, 0); err != nil {
 		log.Warn("move envd into its cgroup", "err", err)
