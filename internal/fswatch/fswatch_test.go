@@ -301,15 +301,20 @@ func TestOverflowWhenNotRead(t *testing.T) {
 	dir := t.TempDir()
 	const buffer = 16
 	w, _ := start(t, dir, Options{Buffer: buffer})
-	// One CREATE per file. Besides the kernel queue, the watcher holds the
-	// channel buffer and one read buffer (64 KiB of events of at least 32
-	// bytes each for these short names).
-	for i := range limit + buffer + 64*1024/32 + 64 {
-		f, err := os.Create(filepath.Join(dir, strconv.Itoa(i)))
-		if err != nil {
+	// Alternating chmods of two files: one CHMOD each, never coalesced
+	// (the kernel merges only identical consecutive events). Besides the
+	// kernel queue, the watcher holds the channel buffer and one read buffer
+	// (64 KiB of 32-byte events for these short names).
+	files := [2]string{filepath.Join(dir, "a"), filepath.Join(dir, "b")}
+	for _, f := range files {
+		if err := os.WriteFile(f, nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		f.Close()
+	}
+	for i := range limit + buffer + 64*1024/32 + 64 {
+		if err := os.Chmod(files[i%2], 0o600|os.FileMode(i%2)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	n := 0
 	for range w.Events() {
