@@ -26,7 +26,7 @@ func TestAuthMatrix(t *testing.T) {
 	type route struct {
 		method, path, ctype, body string
 		// status with the right token; the messages for missing and wrong ones
-		ok                  int
+		ok                   int
 		noTokenMsg, wrongMsg string
 	}
 	routes := []route{
