@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
@@ -10,12 +11,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/config"
 	"github.com/envd-dev/envd/internal/envdtest"
+	"github.com/envd-dev/envd/internal/gen/process"
+	"github.com/envd-dev/envd/internal/gen/process/processconnect"
 	"github.com/envd-dev/envd/internal/mmds/mmdstest"
 )
 
@@ -195,5 +200,71 @@ func TestSnapshotPrepareClosesIdleConnections(t *testing.T) {
 	}
 	if resp := rawGet(t, c, cr, host, "/health"); resp.StatusCode != 200 {
 		t.Fatalf("second health on the same connection = %d", resp.StatusCode)
+	}
+}
+
+// TestProcessesLandInCgroups starts processes over the wire with cgroups on
+// (a fresh directory of the cgroup2 mount as --cgroup-root) and reads
+// cgroup.procs of each group.
+func TestProcessesLandInCgroups(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create cgroups")
+	}
+	const mount = "/sys/fs/cgroup/unified"
+	if err := cgroup.IsCgroup2(mount); err != nil {
+		t.Skipf("needs a cgroup2 mount at %s: %v", mount, err)
+	}
+	root := filepath.Join(mount, "envd-daemon-test-"+strconv.Itoa(os.Getpid()))
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, g := range cgroup.Groups() {
+			os.Remove(filepath.Join(root, string(g)))
+		}
+		if err := os.Remove(root); err != nil {
+			t.Errorf("remove test cgroup: %v", err)
+		}
+	})
+	s := envdtest.Start(t, func(c *config.Config) {
+		c.NoCgroups = false
+		c.CgroupRoot = root
+	})
+	pc := processconnect.NewProcessClient(s.Client, s.URL)
+	for _, tc := range []struct {
+		group cgroup.Group
+		pty   *process.PTY
+	}{
+		{cgroup.User, nil},
+		{cgroup.PTY, &process.PTY{Size: &process.PTY_Size{Cols: 80, Rows: 24}}},
+	} {
+		ctx, cancel := context.WithCancel(context.Background())
+		stream, err := pc.Start(ctx, &process.StartRequest{
+			Process: &process.ProcessConfig{Cmd: "/bin/sleep", Args: []string{"1000"}},
+			Pty:     tc.pty,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !stream.Receive() {
+			t.Fatalf("start: %v", stream.Err())
+		}
+		pid := stream.Msg().GetEvent().GetStart().GetPid()
+		b, err := os.ReadFile(filepath.Join(root, string(tc.group), "cgroup.procs"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.TrimSpace(string(b)) != strconv.Itoa(int(pid)) {
+			t.Errorf("%s/cgroup.procs = %q, want exactly pid %d", tc.group, b, pid)
+		}
+		if _, err := pc.SendSignal(context.Background(), &process.SendSignalRequest{
+			Process: &process.ProcessSelector{Selector: &process.ProcessSelector_Pid{Pid: pid}},
+			Signal:  process.Signal_SIGNAL_SIGKILL,
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for stream.Receive() {
+		}
+		cancel()
 	}
 }
