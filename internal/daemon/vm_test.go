@@ -2,22 +2,27 @@ package daemon_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"log/slog"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/config"
+	"github.com/envd-dev/envd/internal/daemon"
 	"github.com/envd-dev/envd/internal/envdtest"
 	"github.com/envd-dev/envd/internal/gen/process"
 	"github.com/envd-dev/envd/internal/gen/process/processconnect"
@@ -266,5 +271,105 @@ func TestProcessesLandInCgroups(t *testing.T) {
 		for stream.Receive() {
 		}
 		cancel()
+	}
+}
+
+// lockedBuffer collects log output written from many goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestPayloadsNeverLogged runs a daemon logging at debug level and moves
+// marked bytes through stdin, stdout and an upload: none may reach the log.
+func TestPayloadsNeverLogged(t *testing.T) {
+	cfg, err := config.Parse([]string{"-isnotfc", "-no-cgroups", "-verbose"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	d, err := daemon.New(cfg, daemon.Build{Version: "0.0.0-test"}, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() { d.Serve(ctx, ln); close(served) }()
+	defer func() { cancel(); <-served }()
+	base := "http://" + ln.Addr().String()
+	pc := processconnect.NewProcessClient(http.DefaultClient, base)
+
+	const in, out, file = "PAYLOAD-IN-9c2e", "PAYLOAD-OUT-7f3a", "PAYLOAD-FILE-51d0"
+	stream, err := pc.Start(ctx, &process.StartRequest{
+		Process: &process.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", "echo " + out + "; cat >/dev/null"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !stream.Receive() {
+		t.Fatal(stream.Err())
+	}
+	pid := stream.Msg().GetEvent().GetStart().GetPid()
+	sel := &process.ProcessSelector{Selector: &process.ProcessSelector_Pid{Pid: pid}}
+	if _, err := pc.SendInput(ctx, &process.SendInputRequest{Process: sel, Input: &process.ProcessInput{Input: &process.ProcessInput_Stdin{Stdin: []byte(in + "\n")}}}); err != nil {
+		t.Fatal(err)
+	}
+	sawOut := false
+	for stream.Receive() {
+		if strings.Contains(string(stream.Msg().GetEvent().GetData().GetStdout()), out) {
+			sawOut = true
+			if _, err := pc.CloseStdin(ctx, &process.CloseStdinRequest{Process: sel}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if !sawOut {
+		t.Fatalf("never saw the process output: %v", stream.Err())
+	}
+
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	fw, _ := mw.CreateFormFile("file", "payload.txt")
+	io.WriteString(fw, file)
+	mw.Close()
+	path := filepath.Join(t.TempDir(), "payload.txt")
+	resp, err := http.Post(base+"/files?path="+path, mw.FormDataContentType(), &body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("upload = %d", resp.StatusCode)
+	}
+	if got, _ := os.ReadFile(path); string(got) != file {
+		t.Fatalf("uploaded file = %q", got)
+	}
+
+	cancel()
+	<-served
+	all := logs.String()
+	if all == "" {
+		t.Fatal("debug logging produced nothing; the test would prove nothing")
+	}
+	for _, p := range []string{in, out, file} {
+		if strings.Contains(all, p) {
+			t.Errorf("payload %q reached the log:\n%s", p, all)
+		}
 	}
 }
