@@ -1,11 +1,11 @@
 package httpapi
 
 import (
-	"compress/flate"
-	"compress/gzip"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"github.com/klauspost/compress/flate"
+	"github.com/klauspost/compress/gzip"
 	"io"
 	"io/fs"
 	"log/slog"
