@@ -254,3 +254,26 @@ func limits(meminfo []byte) []limit {
 	}
 	return ls
 }
+
+// V1Controllers lists the controllers mounted as cgroup v1 hierarchies in
+// mounts (the text of /proc/self/mounts). A controller bound to v1 cannot
+// be enabled in cgroup2, which explains a missing memory or cpu controller.
+func V1Controllers(mounts []byte) []string {
+	var out []string
+	for line := range strings.Lines(string(mounts)) {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[2] != "cgroup" {
+			continue
+		}
+		for opt := range strings.SplitSeq(f[3], ",") {
+			switch opt {
+			case "rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec", "xattr", "clone_children":
+			default:
+				if !strings.Contains(opt, "=") && !slices.Contains(out, opt) {
+					out = append(out, opt)
+				}
+			}
+		}
+	}
+	return out
+}

@@ -388,20 +388,33 @@ func TestMemoryLimitOOMKill(t *testing.T) {
 func memorySkipReason(mount string, ctrls []string) string {
 	reason := fmt.Sprintf("memory controller not enabled in cgroup2 at %s (cgroup.controllers: %q)", mount, strings.Join(ctrls, " "))
 	b, _ := os.ReadFile("/proc/self/mounts")
-	var v1 []string
-	for line := range strings.Lines(string(b)) {
-		f := strings.Fields(line)
-		if len(f) < 4 || f[2] != "cgroup" {
-			continue
-		}
-		for _, c := range []string{"memory", "cpu", "pids"} {
-			if slices.Contains(strings.Split(f[3], ","), c) {
-				v1 = append(v1, c)
-			}
+	var bound []string
+	for _, c := range V1Controllers(b) {
+		if c == "memory" || c == "cpu" || c == "pids" {
+			bound = append(bound, c)
 		}
 	}
-	if len(v1) > 0 {
-		reason += ": " + strings.Join(v1, ", ") + " are bound to cgroup v1 on this machine"
+	if len(bound) > 0 {
+		reason += ": " + strings.Join(bound, ", ") + " are bound to cgroup v1 on this machine"
 	}
 	return reason
+}
+
+func TestV1Controllers(t *testing.T) {
+	mounts := `proc /proc proc rw,relatime 0 0
+tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0
+cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0
+cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0
+cgroup /sys/fs/cgroup/net_cls,net_prio cgroup rw,nosuid,nodev,noexec,relatime,net_cls,net_prio 0 0
+cgroup /sys/fs/cgroup/systemd cgroup rw,relatime,xattr,name=systemd 0 0
+cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
+`
+	got := V1Controllers([]byte(mounts))
+	want := []string{"cpu", "memory", "net_cls", "net_prio"}
+	if !slices.Equal(got, want) {
+		t.Errorf("V1Controllers = %v, want %v", got, want)
+	}
+	if got := V1Controllers([]byte("cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n")); len(got) != 0 {
+		t.Errorf("pure cgroup2 machine: %v", got)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime/multipart"
@@ -14,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -371,5 +373,77 @@ func TestPayloadsNeverLogged(t *testing.T) {
 		if strings.Contains(all, p) {
 			t.Errorf("payload %q reached the log:\n%s", p, all)
 		}
+	}
+}
+
+// TestMemoryHogOOMKilled needs the memory controller in cgroup2; it puts a
+// limit on the user group and starts a memory hog over the wire.
+func TestMemoryHogOOMKilled(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create cgroups")
+	}
+	const mount = "/sys/fs/cgroup/unified"
+	if err := cgroup.IsCgroup2(mount); err != nil {
+		t.Skipf("needs a cgroup2 mount at %s: %v", mount, err)
+	}
+	ctrls, err := cgroup.Controllers(mount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(ctrls, "memory") {
+		reason := fmt.Sprintf("memory controller not enabled in cgroup2 at %s (cgroup.controllers: %q)", mount, strings.Join(ctrls, " "))
+		if mounts, _ := os.ReadFile("/proc/self/mounts"); slices.Contains(cgroup.V1Controllers(mounts), "memory") {
+			reason += ": memory is bound to cgroup v1 on this machine"
+		}
+		t.Skip(reason)
+	}
+	if err := os.WriteFile(filepath.Join(mount, "cgroup.subtree_control"), []byte("+memory"), 0); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(mount, "envd-daemon-oom-"+strconv.Itoa(os.Getpid()))
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, g := range cgroup.Groups() {
+			os.Remove(filepath.Join(root, string(g)))
+		}
+		os.Remove(root)
+	})
+	s := envdtest.Start(t, func(c *config.Config) {
+		c.NoCgroups = false
+		c.CgroupRoot = root
+	})
+	user := filepath.Join(root, string(cgroup.User))
+	if err := os.WriteFile(filepath.Join(user, "memory.max"), []byte(strconv.Itoa(64<<20)), 0); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.WriteFile(filepath.Join(user, "memory.swap.max"), []byte("0"), 0)
+	pc := processconnect.NewProcessClient(s.Client, s.URL)
+	// The string doubles until the group's limit stops it.
+	stream, err := pc.Start(context.Background(), &process.StartRequest{
+		Process: &process.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", "x=0123456789abcdef; while :; do x=$x$x; done"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var end *process.ProcessEvent_EndEvent
+	for stream.Receive() {
+		if e := stream.Msg().GetEvent().GetEnd(); e != nil {
+			end = e
+		}
+	}
+	if end == nil {
+		t.Fatalf("no end event: %v", stream.Err())
+	}
+	if end.GetExited() || end.GetStatus() != "signal: killed" {
+		t.Errorf("end event %v, want killed by a signal", end)
+	}
+	b, err := os.ReadFile(filepath.Join(user, "memory.events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := cgroup.ParseKeyed(b, "oom_kill"); err != nil || n < 1 {
+		t.Errorf("user memory.events oom_kill = %d, %v; want ≥ 1", n, err)
 	}
 }
