@@ -35,16 +35,21 @@ export function scratchDir(label) {
   return { dir, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) }
 }
 
-// Creates a file as `user` would have it: owned by user, mode 0644.
+// Creates a file as `user` would have it: owned by user, mode 0644, with any
+// missing parents made by userDir.
 export function userFile(p, content) {
-  fs.mkdirSync(path.dirname(p), { recursive: true })
+  userDir(path.dirname(p))
   fs.writeFileSync(p, content, { mode: 0o644 })
   fs.chmodSync(p, 0o644)
   fs.chownSync(p, USER.uid, USER.gid)
 }
 
+// Creates every missing directory of p as `user` would have it (0755, owned
+// by user).
 export function userDir(p) {
-  fs.mkdirSync(p, { recursive: true, mode: 0o755 })
+  if (fs.existsSync(p)) return
+  userDir(path.dirname(p))
+  fs.mkdirSync(p, { mode: 0o755 })
   fs.chmodSync(p, 0o755)
   fs.chownSync(p, USER.uid, USER.gid)
 }

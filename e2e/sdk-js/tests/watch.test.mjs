@@ -90,7 +90,8 @@ test('watch with includeEntry: CREATE/WRITE carry the entry with an absolute pat
   const dir = path.join(scratch.dir, 'entry')
   userDir(dir)
   const w = await watch(dir, { includeEntry: true })
-  await sbx.commands.run(`printf 12345 > ${dir}/e.txt; rm ${dir}/e.txt`)
+  // The entry is read when the event is handled, so the file must still be there.
+  await sbx.commands.run(`printf 12345 > ${dir}/e.txt`)
   const wr = await w.until((e) => e.name === 'e.txt' && e.type === FilesystemEventType.WRITE && e.entry, 'write e.txt with entry')
   assert.equal(wr.entry.path, path.join(dir, 'e.txt'))
   assert.equal(wr.entry.name, 'e.txt')
@@ -98,6 +99,7 @@ test('watch with includeEntry: CREATE/WRITE carry the entry with an absolute pat
   assert.equal(wr.entry.owner, 'user')
   const cr = w.events.find((e) => e.name === 'e.txt' && e.type === FilesystemEventType.CREATE)
   assert.ok(cr, 'create event')
+  await sbx.commands.run(`rm ${dir}/e.txt`)
   await w.until((e) => e.name === 'e.txt' && e.type === FilesystemEventType.REMOVE, 'remove e.txt')
   const rm = w.events.find((e) => e.type === FilesystemEventType.REMOVE)
   assert.equal(rm.entry, undefined, 'no entry for a removed file')
