@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"unsafe"
 
 	"github.com/envd-dev/envd/internal/fsmeta"
 )
@@ -309,4 +310,51 @@ func TestUploadFIFOTargetDoesNotHang(t *testing.T) {
 	}
 	resp, body := octet(c, fifo, "x")
 	wantJSONError(t, resp, body, 400, "path is not a regular file: "+fifo)
+}
+
+// An upload must look like a write of the target to inotify watchers: the
+// rename into place raises IN_MOVED_TO, and a WRITE must follow on the same
+// name, which the SDKs' watch tests wait for. The temporary name may appear
+// too, but the target's events come last.
+func TestUploadRaisesModifyOnTarget(t *testing.T) {
+	c := start(t)
+	dir := t.TempDir()
+	target := filepath.Join(dir, "watched.txt")
+	os.WriteFile(target, []byte("old"), 0o644)
+	fd, err := syscall.InotifyInit1(syscall.IN_NONBLOCK | syscall.IN_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if _, err := syscall.InotifyAddWatch(fd, dir, syscall.IN_MODIFY|syscall.IN_MOVED_TO|syscall.IN_CREATE); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := octet(c, target, "new")
+	wantEntries(t, resp, body, target)
+
+	// Everything happened before the response, so the queue is complete.
+	var got []string
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := syscall.Read(fd, buf)
+		if err != nil {
+			break
+		}
+		for off := 0; off+syscall.SizeofInotifyEvent <= n; {
+			ev := (*syscall.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			name := strings.TrimRight(string(buf[off+syscall.SizeofInotifyEvent:off+syscall.SizeofInotifyEvent+int(ev.Len)]), "\x00")
+			if name == "watched.txt" {
+				switch {
+				case ev.Mask&syscall.IN_MOVED_TO != 0:
+					got = append(got, "moved_to")
+				case ev.Mask&syscall.IN_MODIFY != 0:
+					got = append(got, "modify")
+				}
+			}
+			off += syscall.SizeofInotifyEvent + int(ev.Len)
+		}
+	}
+	if strings.Join(got, ",") != "moved_to,modify" {
+		t.Fatalf("events on the target: %v, want moved_to then modify", got)
+	}
 }

@@ -99,7 +99,8 @@ func (wr *writer) write(path string, src io.Reader, readContext string) error {
 	}
 
 	buf := make([]byte, 256<<10)
-	if _, err := io.CopyBuffer(tmp, bodyReader{src}, buf); err != nil {
+	size, err := io.CopyBuffer(tmp, bodyReader{src}, buf)
+	if err != nil {
 		return wr.copyError(err, readContext)
 	}
 	if err := tmp.Sync(); err != nil {
@@ -117,9 +118,6 @@ func (wr *writer) write(path string, src io.Reader, readContext string) error {
 			return errorf(http.StatusInternalServerError, "error setting metadata: %w", err)
 		}
 	}
-	if err := tmp.Close(); err != nil {
-		return wr.copyError(err, readContext)
-	}
 	if err := os.Rename(tmp.Name(), real); err != nil {
 		if isNoSpace(err) {
 			return errorf(http.StatusInsufficientStorage, "not enough disk space available: %w", err)
@@ -127,6 +125,16 @@ func (wr *writer) write(path string, src io.Reader, readContext string) error {
 		return errorf(http.StatusInternalServerError, "error writing file: %w", err)
 	}
 	done = true
+	// Watchers (and the SDKs' tests) expect a write to show up as WRITE on
+	// the file's own name, but the data went in under the temporary name and
+	// the rename is only a CREATE. Truncating our inode to its own size
+	// changes nothing yet raises IN_MODIFY under the new name. It goes
+	// through our fd, so if a concurrent upload has already replaced the
+	// name, it touches only our now-unlinked file.
+	_ = tmp.Truncate(size)
+	if err := tmp.Close(); err != nil {
+		wr.log.Warn("close uploaded file", "path", path, "err", err)
+	}
 	syncDir(filepath.Dir(real))
 	return nil
 }
