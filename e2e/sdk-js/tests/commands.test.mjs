@@ -230,6 +230,18 @@ test('a client that disconnects from a chatty process never blocks it', async ()
   assert.equal(r.stdout, 'alive\n')
 })
 
+test('connect just after exit still gets the result (30 s retention)', async () => {
+  const h = await background('echo gone; exit 4')
+  await h.disconnect()
+  assert.ok(await eventually(() => !alive(h.pid)), `pid ${h.pid} did not exit`)
+  const c = await sbx.commands.connect(h.pid)
+  await assert.rejects(c.wait(), (e) => {
+    assert.ok(e instanceof CommandExitError, `got ${e}`)
+    assert.equal(e.exitCode, 4)
+    return true
+  })
+})
+
 test('connect to an unknown pid is NotFound', async () => {
   await assert.rejects(sbx.commands.connect(999999), (e) => {
     assert.ok(e instanceof NotFoundError, `got ${e?.constructor?.name}: ${e}`)

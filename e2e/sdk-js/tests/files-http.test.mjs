@@ -183,6 +183,12 @@ test('empty files, relative paths, and root-owned uploads', async () => {
   assert.equal(await sbx.files.read(empty), '')
   assert.equal((await sbx.files.read(empty, { format: 'bytes' })).length, 0)
   assert.equal((await sbx.files.read(empty, { format: 'blob' })).size, 0)
+  // fetch() asks for gzip by default; an identity download must say Content-Length: 0.
+  const raw = await fetch(`${process.env.E2B_SANDBOX_URL}/files?path=${encodeURIComponent(empty)}`, { headers: { 'Accept-Encoding': 'identity' } })
+  assert.equal(raw.status, 200)
+  assert.equal(raw.headers.get('content-encoding'), null)
+  assert.equal(raw.headers.get('content-length'), '0', 'the SDK relies on Content-Length: 0 for empty files')
+  assert.equal(await raw.text(), '')
 
   const rel = `${path.relative(HOME, D)}/misc/rel.txt`
   const info = await sbx.files.write(rel, 'relative')
