@@ -98,8 +98,7 @@ func (wr *writer) write(path string, src io.Reader, readContext string) error {
 		return errorf(http.StatusInternalServerError, "error changing ownership of %s: %w", path, err)
 	}
 
-	buf := make([]byte, 256<<10)
-	size, err := io.CopyBuffer(tmp, bodyReader{src}, buf)
+	size, err := pipeCopy(tmp, bodyReader{src})
 	if err != nil {
 		return wr.copyError(err, readContext)
 	}
