@@ -45,7 +45,11 @@ func Start(t testing.TB, mutate ...func(*config.Config)) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Serve(ctx, ln) }()
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
 	t.Cleanup(func() {
+		// A dialled but never used client connection holds a graceful
+		// shutdown for 5 s (net/http treats new conns as busy until then).
+		tr.CloseIdleConnections()
 		cancel()
 		select {
 		case <-done:
@@ -56,7 +60,7 @@ func Start(t testing.TB, mutate ...func(*config.Config)) *Server {
 	return &Server{
 		URL:    "http://" + ln.Addr().String(),
 		Daemon: d,
-		Client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+		Client: &http.Client{Transport: tr},
 	}
 }
 
