@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"golang.org/x/sys/unix"
 
 	"github.com/envd-dev/envd/internal/envdtest"
 	fspb "github.com/envd-dev/envd/internal/gen/filesystem"
@@ -314,4 +315,41 @@ func hasEvent(evs []*fspb.FilesystemEvent, name string, typ fspb.EventType) bool
 		}
 	}
 	return false
+}
+
+// Watches refuse a FUSE mount (a real one, served in-process) unless
+// allow_network_mounts is set.
+func TestWatchNetworkMount(t *testing.T) {
+	dir := envdtest.MountFUSE(t)
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Type != 0x65735546 {
+		t.Fatalf("statfs type of the FUSE mount = %#x", st.Type)
+	}
+	srv := envdtest.Start(t)
+	for _, c := range codecs {
+		fs := client(srv, c.opts)
+		w, err := fs.WatchDir(t.Context(), &fspb.WatchDirRequest{Path: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for w.Receive() {
+			t.Errorf("%s: WatchDir on FUSE sent %v", c.name, w.Msg())
+		}
+		wantCode(t, c.name+" WatchDir on FUSE", w.Err(), connect.CodeInvalidArgument)
+		w.Close()
+		_, err = fs.CreateWatcher(t.Context(), &fspb.CreateWatcherRequest{Path: dir, Recursive: true})
+		wantCode(t, c.name+" CreateWatcher on FUSE", err, connect.CodeInvalidArgument)
+
+		openWatch(t, fs, &fspb.WatchDirRequest{Path: dir, AllowNetworkMounts: true})
+		cw, err := fs.CreateWatcher(t.Context(), &fspb.CreateWatcherRequest{Path: dir, AllowNetworkMounts: true})
+		if err != nil {
+			t.Fatalf("%s: CreateWatcher with allow_network_mounts: %v", c.name, err)
+		}
+		if _, err := fs.RemoveWatcher(t.Context(), &fspb.RemoveWatcherRequest{WatcherId: cw.GetWatcherId()}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
