@@ -13,7 +13,7 @@ import http from 'node:http'
 import net from 'node:net'
 import path from 'node:path'
 import { Sandbox, AuthenticationError } from 'e2b'
-import { scratchDir, userFile, USER, eventually } from './lib.mjs'
+import { scratchDir, userFile, USER, HOME, eventually } from './lib.mjs'
 
 let envd // { proc, url, log }
 let cp // control plane { server, url, calls, token }
@@ -50,7 +50,7 @@ function readJSON(req) {
 }
 
 // The part of the E2B API the SDK calls for create/connect/kill.
-async function startControlPlane(envdUrl) {
+async function startControlPlane(envdUrl, workdir) {
   const state = { calls: [], token: undefined, sandboxID: 'e2e-secured-sandbox' }
   const version = (await (await fetch(`${envdUrl}/health`)).json()).version
   const sandboxJSON = (templateID) => ({
@@ -77,7 +77,7 @@ async function startControlPlane(envdUrl) {
             accessToken: state.token,
             envVars: body.envVars ?? {},
             defaultUser: 'user',
-            defaultWorkdir: '/home/user',
+            defaultWorkdir: workdir,
             timestamp: new Date().toISOString(),
           }),
         })
@@ -104,10 +104,12 @@ const apiOpts = () => ({ apiKey: `e2b_${randomBytes(20).toString('hex')}`, apiUr
 
 before(async () => {
   assert.ok(process.env.ENVD_BIN, 'ENVD_BIN is set by run.sh')
-  envd = await startEnvd()
-  cp = await startControlPlane(envd.url)
-  sbx = await Sandbox.create({ ...apiOpts(), envs: { E2E_SANDBOX_ENV: 'from-create', E2E_SPACED: 'a b  c' } })
+  // The template's workdir differs from the user's home here, so the tests
+  // can tell which one a path or cwd was resolved against.
   scratch = scratchDir('secured')
+  envd = await startEnvd()
+  cp = await startControlPlane(envd.url, scratch.dir)
+  sbx = await Sandbox.create({ ...apiOpts(), envs: { E2E_SANDBOX_ENV: 'from-create', E2E_SPACED: 'a b  c' } })
 })
 
 after(async () => {
@@ -137,8 +139,8 @@ test('the SDK got its token from the control plane, which set it through /init',
 })
 
 test('sandbox env vars passed through /init envVars are visible to commands', async () => {
-  const r = await sbx.commands.run('echo "$E2E_SANDBOX_ENV|$E2E_SPACED|$(whoami)|$(pwd)"')
-  assert.equal(r.stdout, 'from-create|a b  c|user|/home/user\n')
+  const r = await sbx.commands.run('echo "$E2E_SANDBOX_ENV|$E2E_SPACED|$(whoami)"')
+  assert.equal(r.stdout, 'from-create|a b  c|user\n')
   const e = await sbx.commands.run('echo "$E2E_SANDBOX_ENV"', { envs: { E2E_SANDBOX_ENV: 'per-command' } })
   assert.equal(e.stdout, 'per-command\n')
   const envs = await fetch(`${envd.url}/envs`, { headers: { 'X-Access-Token': cp.token } })
@@ -146,6 +148,22 @@ test('sandbox env vars passed through /init envVars are visible to commands', as
   const body = await envs.json()
   assert.equal(body.E2E_SANDBOX_ENV, 'from-create')
   assert.equal(body.E2E_SPACED, 'a b  c')
+})
+
+test('defaultWorkdir from /init: commands start there; empty paths mean it, relative paths still mean home', async () => {
+  assert.equal((await sbx.commands.run('pwd')).stdout, `${scratch.dir}\n`)
+  assert.equal((await sbx.commands.run('pwd', { user: 'root' })).stdout, `${scratch.dir}\n`)
+  assert.equal((await sbx.commands.run('pwd', { cwd: '/tmp' })).stdout, '/tmp\n')
+  userFile(path.join(scratch.dir, 'in-workdir.txt'), 'w')
+  const listed = await sbx.files.list('')
+  assert.ok(listed.some((e) => e.path === path.join(scratch.dir, 'in-workdir.txt')), JSON.stringify(listed.map((e) => e.path)))
+  const rel = await sbx.files.write('e2e-secured-rel.txt', 'relative to home')
+  try {
+    assert.equal(rel.path, path.join(HOME, 'e2e-secured-rel.txt'))
+    assert.equal(fs.readFileSync(path.join(HOME, 'e2e-secured-rel.txt'), 'utf8'), 'relative to home')
+  } finally {
+    fs.rmSync(path.join(HOME, 'e2e-secured-rel.txt'), { force: true })
+  }
 })
 
 test('with the token: commands, filesystem RPCs and /files all work', async () => {
