@@ -41,8 +41,11 @@ func codeOf(err error) connect.Code {
 	case errors.Is(err, errUnknownWatcher), errors.Is(err, fswatch.ErrRootGone):
 		return connect.CodeNotFound
 	case errors.Is(err, fswatch.ErrOverflow), errors.Is(err, errBacklog):
-		// The client must rescan; retrying the same watch loses nothing more.
-		return connect.CodeResourceExhausted
+		// Events were lost; the client must restart the watch and rescan.
+		// Aborted says "retry at a higher level"; ResourceExhausted would
+		// read as a rate limit to the SDKs, Internal as a bug (§9.2 says
+		// Internal; the issue asks for Internal only for the unexpected).
+		return connect.CodeAborted
 
 	case errors.Is(err, fs.ErrNotExist):
 		return connect.CodeNotFound
@@ -53,6 +56,8 @@ func codeOf(err error) connect.Code {
 	var errno unix.Errno
 	if errors.As(err, &errno) {
 		switch errno {
+		// §6.2 says OS permission errors surface as Internal; the issue asks
+		// for PermissionDenied, which tells the client what went wrong.
 		case unix.EACCES, unix.EPERM:
 			return connect.CodePermissionDenied
 		case unix.ENAMETOOLONG, unix.EINVAL:

@@ -71,12 +71,12 @@ func TestPollingWatcherBacklog(t *testing.T) {
 		t.Errorf("%d events delivered, want the %d buffered", len(resp.GetEvents()), s.MaxPending)
 	}
 	_, err = fs.GetWatcherEvents(t.Context(), &fspb.GetWatcherEventsRequest{WatcherId: cw.GetWatcherId()})
-	if connect.CodeOf(err) != connect.CodeResourceExhausted {
-		t.Errorf("poll after the buffer drained: %v, want ResourceExhausted", err)
+	if connect.CodeOf(err) != connect.CodeAborted {
+		t.Errorf("poll after the buffer drained: %v, want Aborted", err)
 	}
 	// The failure is sticky until the watcher is removed.
 	_, err = fs.GetWatcherEvents(t.Context(), &fspb.GetWatcherEventsRequest{WatcherId: cw.GetWatcherId()})
-	if connect.CodeOf(err) != connect.CodeResourceExhausted {
+	if connect.CodeOf(err) != connect.CodeAborted {
 		t.Errorf("second poll: %v", err)
 	}
 	if _, err := fs.RemoveWatcher(t.Context(), &fspb.RemoveWatcherRequest{WatcherId: cw.GetWatcherId()}); err != nil {

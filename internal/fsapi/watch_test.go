@@ -242,8 +242,8 @@ func TestWatchDirOverflow(t *testing.T) {
 		}
 	}
 	var ce *connect.Error
-	if !errors.As(st.Err(), &ce) || ce.Code() != connect.CodeResourceExhausted || !strings.Contains(ce.Message(), "overflow") {
-		t.Fatalf("stream ended with %v, want ResourceExhausted overflow", st.Err())
+	if !errors.As(st.Err(), &ce) || ce.Code() != connect.CodeAborted || !strings.Contains(ce.Message(), "overflow") {
+		t.Fatalf("stream ended with %v, want Aborted overflow", st.Err())
 	}
 	healthy(t, srv, dir)
 }
