@@ -1,6 +1,7 @@
 package fsapi_test
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -54,7 +55,8 @@ func BenchmarkListDir10k(b *testing.B) {
 	}
 }
 
-// BenchmarkStat is one Stat RPC over the wire beside a raw lstat.
+// BenchmarkStat is one Stat RPC over the wire beside a raw lstat and a
+// plain HTTP round trip to the same daemon.
 func BenchmarkStat(b *testing.B) {
 	path := filepath.Join(b.TempDir(), "file")
 	if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
@@ -68,6 +70,17 @@ func BenchmarkStat(b *testing.B) {
 		}
 	})
 	srv := envdtest.Start(b)
+	// The transport's own floor: one GET /health round trip on the same server.
+	b.Run("http-health-roundtrip", func(b *testing.B) {
+		for b.Loop() {
+			resp, err := srv.Client.Get(srv.URL + "/health")
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
 	for _, c := range codecs {
 		fs := client(srv, c.opts)
 		b.Run("wire-"+c.name, func(b *testing.B) {
