@@ -358,3 +358,28 @@ func healthy(t *testing.T, srv *envdtest.Server, dir string) {
 		t.Fatalf("Stat after bad inputs: %v", err)
 	}
 }
+
+// Linux names are bytes, proto strings UTF-8: a file with a non-UTF-8 name
+// must not break the listing or the watch that sees it.
+func TestNonUTF8Names(t *testing.T) {
+	srv := envdtest.Start(t)
+	dir := t.TempDir()
+	mustWrite(t, filepath.Join(dir, "bad\xffname"), "x")
+	mustWrite(t, filepath.Join(dir, "good"), "x")
+	for _, c := range codecs {
+		fs := client(srv, c.opts)
+		ls, err := fs.ListDir(t.Context(), &fspb.ListDirRequest{Path: dir})
+		if err != nil {
+			t.Fatalf("%s: ListDir: %v", c.name, err)
+		}
+		if n := len(ls.GetEntries()); n != 2 || ls.GetEntries()[0].GetName() != "bad\uFFFDname" || ls.GetEntries()[1].GetName() != "good" {
+			t.Errorf("%s: entries %v", c.name, ls.GetEntries())
+		}
+		wdir := t.TempDir()
+		st := openWatch(t, fs, &fspb.WatchDirRequest{Path: wdir, IncludeEntry: true})
+		name := "new\xfe"
+		mustWrite(t, filepath.Join(wdir, name), "")
+		until(t, st, named(strings.ToValidUTF8(name, "\uFFFD"), fspb.EventType_EVENT_TYPE_CREATE))
+	}
+	healthy(t, srv, dir)
+}

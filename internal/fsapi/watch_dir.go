@@ -95,7 +95,7 @@ type eventConverter struct {
 }
 
 func (c eventConverter) convert(ev fswatch.Event) *filesystem.FilesystemEvent {
-	out := &filesystem.FilesystemEvent{Name: ev.Name}
+	out := &filesystem.FilesystemEvent{Name: wireString(ev.Name)}
 	switch ev.Op {
 	case fswatch.Create:
 		out.Type = filesystem.EventType_EVENT_TYPE_CREATE

@@ -233,7 +233,11 @@ func TestWatchDirOverflow(t *testing.T) {
 	t.Cleanup(restore)
 
 	st := openWatch(t, fs, &fspb.WatchDirRequest{Path: dir})
+	cw, err := fs.CreateWatcher(t.Context(), &fspb.CreateWatcherRequest{Path: dir})
 	restore()
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	mustWrite(t, filepath.Join(dir, "a"), "x")
 	for st.Receive() {
@@ -244,6 +248,20 @@ func TestWatchDirOverflow(t *testing.T) {
 	var ce *connect.Error
 	if !errors.As(st.Err(), &ce) || ce.Code() != connect.CodeAborted || !strings.Contains(ce.Message(), "overflow") {
 		t.Fatalf("stream ended with %v, want Aborted overflow", st.Err())
+	}
+	// The polling watcher overflowed too; it says so once its buffer is empty.
+	for {
+		resp, err := fs.GetWatcherEvents(t.Context(), &fspb.GetWatcherEventsRequest{WatcherId: cw.GetWatcherId()})
+		if err != nil {
+			if connect.CodeOf(err) != connect.CodeAborted || !strings.Contains(err.Error(), "overflow") {
+				t.Fatalf("GetWatcherEvents: %v, want Aborted overflow", err)
+			}
+			break
+		}
+		if len(resp.GetEvents()) != 0 {
+			t.Fatalf("events %v delivered from a queue that must overflow at once", resp.GetEvents())
+		}
+		time.Sleep(5 * time.Millisecond) // polling pace, not an assertion
 	}
 	healthy(t, srv, dir)
 }
