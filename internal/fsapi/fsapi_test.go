@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
+	"golang.org/x/sys/unix"
 
 	"github.com/envd-dev/envd/internal/envdtest"
 	"github.com/envd-dev/envd/internal/fsmeta"
@@ -198,6 +199,23 @@ func TestBadInputs(t *testing.T) {
 		t.Fatal(err)
 	}
 	long := filepath.Join(dir, strings.Repeat("n", 256))
+	mustWrite(t, filepath.Join(dir, "full", "occupant"), "x")
+	// rename(2) cannot cross filesystems; /dev/shm is a tmpfs, dir is not.
+	otherFS, err := os.MkdirTemp("/dev/shm", "fsapi-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(otherFS) })
+	var a, b unix.Stat_t
+	if err := unix.Stat(dir, &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat(otherFS, &b); err != nil {
+		t.Fatal(err)
+	}
+	if a.Dev == b.Dev {
+		t.Fatalf("%s and %s are on the same filesystem", dir, otherFS)
+	}
 	nul := filepath.Join(dir, "a\x00b")
 
 	for _, c := range codecs {
@@ -267,6 +285,9 @@ func TestBadInputs(t *testing.T) {
 				{"WatchDir a file", watch(file), connect.CodeInvalidArgument},
 				{"CreateWatcher a file", createWatcher(file), connect.CodeInvalidArgument},
 				{"Move dir into itself", mv(filepath.Join(dir, "sub"), filepath.Join(dir, "sub", "in")), connect.CodeInvalidArgument},
+				{"Move file onto a dir", mv(file, filepath.Join(dir, "full")), connect.CodeAlreadyExists},
+				{"Move dir onto a non-empty dir", mv(filepath.Join(dir, "sub"), filepath.Join(dir, "full")), connect.CodeAlreadyExists},
+				{"Move across filesystems", mv(file, filepath.Join(otherFS, "moved")), connect.CodeFailedPrecondition},
 			} {
 				wantCode(t, tc.name, tc.err, tc.code)
 			}
