@@ -12,6 +12,7 @@ var (
 	ErrInvalid      = errors.New("invalid argument")
 	ErrPrecondition = errors.New("failed precondition")
 	ErrInternal     = errors.New("internal error")
+	ErrCanceled     = errors.New("canceled")
 )
 
 type kindError struct {

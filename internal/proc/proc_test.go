@@ -259,7 +259,7 @@ func TestPTYSizeAndResize(t *testing.T) {
 	if err := p.CloseStdin(); !errors.Is(err, proc.ErrPrecondition) {
 		t.Fatalf("CloseStdin on pty: %v", err)
 	}
-	if err := p.WriteStdin([]byte("x")); !errors.Is(err, proc.ErrPrecondition) {
+	if err := p.WriteStdin(t.Context(), []byte("x")); !errors.Is(err, proc.ErrPrecondition) {
 		t.Fatalf("WriteStdin on pty: %v", err)
 	}
 	if err := p.Signal(syscall.SIGKILL); err != nil {
@@ -286,11 +286,11 @@ func TestStdin(t *testing.T) {
 	f := newFixture(t)
 	p, sub := f.start(t, proc.StartOptions{Config: helper("cat"), Stdin: true})
 	for _, s := range []string{"one ", "", "two"} {
-		if err := p.WriteStdin([]byte(s)); err != nil {
+		if err := p.WriteStdin(t.Context(), []byte(s)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := p.WritePTY([]byte("x")); !errors.Is(err, proc.ErrPrecondition) {
+	if err := p.WritePTY(t.Context(), []byte("x")); !errors.Is(err, proc.ErrPrecondition) {
 		t.Fatalf("WritePTY on pipes: %v", err)
 	}
 	if err := p.Resize(proc.Size{Cols: 1, Rows: 1}); !errors.Is(err, proc.ErrPrecondition) {
@@ -301,7 +301,7 @@ func TestStdin(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := p.WriteStdin([]byte("late")); !errors.Is(err, proc.ErrPrecondition) {
+	if err := p.WriteStdin(t.Context(), []byte("late")); !errors.Is(err, proc.ErrPrecondition) {
 		t.Fatalf("write after close: %v", err)
 	}
 	if o := collect(t, p, sub); o.stdout.String() != "one two" || o.res.ExitCode != 0 {
@@ -313,7 +313,7 @@ func TestStdin(t *testing.T) {
 	if o := collect(t, p, sub); o.stdout.Len() != 0 || o.res.ExitCode != 0 {
 		t.Fatalf("%q %+v", o.stdout.String(), o.res)
 	}
-	if err := p.WriteStdin([]byte("x")); !errors.Is(err, proc.ErrPrecondition) {
+	if err := p.WriteStdin(t.Context(), []byte("x")); !errors.Is(err, proc.ErrPrecondition) {
 		t.Fatalf("write to disabled stdin: %v", err)
 	}
 }
@@ -516,5 +516,26 @@ func TestPlacerAndOnFork(t *testing.T) {
 	collect(t, p, sub)
 	if len(placer.ptyAsk) != 2 || placer.ptyAsk[0] || !placer.ptyAsk[1] {
 		t.Fatalf("placer asked for pty=%v", placer.ptyAsk)
+	}
+}
+
+// A write to a process that never reads stdin gives up when its context
+// ends, and the process is unaffected.
+func TestStdinWriteCanceled(t *testing.T) {
+	f := newFixture(t)
+	p, sub := f.start(t, proc.StartOptions{Config: helper("hang"), Stdin: true})
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() { errc <- p.WriteStdin(ctx, make([]byte, 4<<20)) }() // beyond any pipe buffer
+	cancel()
+	if err := <-errc; !errors.Is(err, proc.ErrCanceled) {
+		t.Fatalf("blocked write: %v", err)
+	}
+	if _, err := f.m.Get(proc.Selector{Pid: p.Pid()}); err != nil {
+		t.Fatalf("process gone after a canceled write: %v", err)
+	}
+	_ = p.Signal(syscall.SIGKILL)
+	if o := collect(t, p, sub); o.res.Status != "signal: killed" {
+		t.Fatalf("%+v", o.res)
 	}
 }

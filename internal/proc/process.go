@@ -243,29 +243,41 @@ func (p *Process) notFound() error {
 	return errorf(ErrNotFound, "process with pid %d not found", p.pid)
 }
 
-// WriteStdin writes to the stdin pipe; order is kept between callers.
-func (p *Process) WriteStdin(b []byte) error {
+// WriteStdin writes to the stdin pipe; order is kept between callers. A
+// process that does not read blocks the write until ctx ends.
+func (p *Process) WriteStdin(ctx context.Context, b []byte) error {
 	if p.isPTY {
 		return errorf(ErrPrecondition, "error writing to stdin: process has a pty, send pty input instead")
 	}
-	return p.write(b, "stdin", "error writing to stdin: stdin not enabled or closed")
+	return p.write(ctx, b, "stdin", "error writing to stdin: stdin not enabled or closed")
 }
 
 // WritePTY writes to the terminal, as if typed.
-func (p *Process) WritePTY(b []byte) error {
+func (p *Process) WritePTY(ctx context.Context, b []byte) error {
 	if !p.isPTY {
 		return errorf(ErrPrecondition, "error writing to pty: tty not assigned to process")
 	}
-	return p.write(b, "pty", "error writing to pty: process exited")
+	return p.write(ctx, b, "pty", "error writing to pty: process exited")
 }
 
-func (p *Process) write(b []byte, what, closedMsg string) error {
+func (p *Process) write(ctx context.Context, b []byte, what, closedMsg string) error {
 	p.inMu.Lock()
 	defer p.inMu.Unlock()
-	if p.stdin == nil {
+	f := p.stdin
+	if f == nil {
 		return errorf(ErrPrecondition, "%s", closedMsg)
 	}
-	if _, err := p.stdin.Write(b); err != nil {
+	// The descriptor is non-blocking, so a deadline interrupts a write the
+	// process never drains once the caller gives up.
+	stop := context.AfterFunc(ctx, func() { _ = f.SetWriteDeadline(time.Now()) })
+	_, err := f.Write(b)
+	if !stop() {
+		_ = f.SetWriteDeadline(time.Time{})
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return errorf(ErrCanceled, "error writing to %s: %v", what, ctx.Err())
+		}
 		return errorf(ErrInternal, "error writing to %s: %v", what, err)
 	}
 	return nil

@@ -25,6 +25,8 @@ func toConnect(err error) error {
 		code = connect.CodeInvalidArgument
 	case errors.Is(err, proc.ErrPrecondition):
 		code = connect.CodeFailedPrecondition
+	case errors.Is(err, proc.ErrCanceled):
+		code = connect.CodeCanceled
 	}
 	return connect.NewError(code, err)
 }

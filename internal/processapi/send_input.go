@@ -13,19 +13,19 @@ func (s *Service) SendInput(ctx context.Context, req *pb.SendInputRequest) (*pb.
 	if err != nil {
 		return nil, err
 	}
-	if err := writeInput(p, req.GetInput()); err != nil {
+	if err := writeInput(ctx, p, req.GetInput()); err != nil {
 		return nil, err
 	}
 	return &pb.SendInputResponse{}, nil
 }
 
-func writeInput(p *proc.Process, in *pb.ProcessInput) error {
+func writeInput(ctx context.Context, p *proc.Process, in *pb.ProcessInput) error {
 	var err error
 	switch v := in.GetInput().(type) {
 	case *pb.ProcessInput_Stdin:
-		err = p.WriteStdin(v.Stdin)
+		err = p.WriteStdin(ctx, v.Stdin)
 	case *pb.ProcessInput_Pty:
-		err = p.WritePTY(v.Pty)
+		err = p.WritePTY(ctx, v.Pty)
 	default:
 		return invalid("input is required: set stdin or pty")
 	}

@@ -24,7 +24,7 @@ func (s *Service) StreamInput(ctx context.Context, stream *connect.ClientStream[
 			if p == nil {
 				return nil, invalid("input stream must begin with a start event selecting the process")
 			}
-			if err := writeInput(p, ev.Data.GetInput()); err != nil {
+			if err := writeInput(ctx, p, ev.Data.GetInput()); err != nil {
 				return nil, err
 			}
 		case *pb.StreamInputRequest_Keepalive:
