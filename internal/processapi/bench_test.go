@@ -13,15 +13,21 @@ import (
 // from Go on this machine, so the ratio is what envd adds.
 
 func BenchmarkStartTrue(b *testing.B) {
-	b.Run("Wire", func(b *testing.B) {
-		s := newServer(b)
-		req := &pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "/bin/true"}, Stdin: ptr(false)}
-		for b.Loop() {
-			if ev := run(b, s.client, req); ev.end == nil {
-				b.Fatal("no end event")
+	for _, codec := range []string{"proto", "json"} {
+		b.Run("Wire/"+codec, func(b *testing.B) {
+			s := newServer(b)
+			c := s.client
+			if codec == "json" {
+				c = s.json
 			}
-		}
-	})
+			req := &pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "/bin/true"}, Stdin: ptr(false)}
+			for b.Loop() {
+				if ev := run(b, c, req); ev.end == nil {
+					b.Fatal("no end event")
+				}
+			}
+		})
+	}
 	b.Run("Raw", func(b *testing.B) {
 		attr := &syscall.ProcAttr{Sys: &syscall.SysProcAttr{Setpgid: true}}
 		for b.Loop() {

@@ -58,46 +58,56 @@ func TestBackPressureLossless(t *testing.T) {
 }
 
 // A client that goes away mid-stream neither kills the process nor hurts the
-// service, and a new Connect gets the output from then on.
+// service, and a new Connect gets the output from then on; for pipes and ptys.
 func TestDisconnectMidStream(t *testing.T) {
-	s := newServer(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	st, err := s.json.Start(ctx, &pb.StartRequest{Process: helper("write", strconv.Itoa(1<<50)), Tag: ptr("chatty")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev := &events{}
-	for len(ev.stdout) < 1<<20 && st.Receive() {
-		ev.add(st.Msg().GetEvent())
-	}
-	cancel()
-	st.Close()
+	for _, mode := range []string{"pipes", "pty"} {
+		t.Run(mode, func(t *testing.T) {
+			s := newServer(t)
+			req := &pb.StartRequest{Process: helper("write", strconv.Itoa(1<<50)), Tag: ptr("chatty")}
+			out := func(ev *events) int { return len(ev.stdout) }
+			if mode == "pty" {
+				req.Pty = &pb.PTY{Size: &pb.PTY_Size{Cols: 80, Rows: 24}}
+				out = func(ev *events) int { return len(ev.pty) }
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			st, err := s.json.Start(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev := &events{}
+			for out(ev) < 1<<20 && st.Receive() {
+				ev.add(st.Msg().GetEvent())
+			}
+			cancel()
+			st.Close()
 
-	s.healthy(t)
-	list, err := s.client.List(t.Context(), &pb.ListRequest{})
-	if err != nil || len(list.GetProcesses()) != 1 || list.GetProcesses()[0].GetPid() != ev.pid {
-		t.Fatalf("process gone after disconnect: %v %v", list, err)
-	}
-	cs, err := s.client.Connect(t.Context(), &pb.ConnectRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Tag{Tag: "chatty"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
-	cev := &events{}
-	for len(cev.stdout) < 1<<20 && cs.Receive() {
-		cev.add(cs.Msg().GetEvent())
-	}
-	if cev.pid != ev.pid || len(cev.stdout) < 1<<20 {
-		t.Fatalf("reconnect: pid %d (want %d), %d bytes, err %v", cev.pid, ev.pid, len(cev.stdout), cs.Err())
-	}
-	if _, err := s.client.SendSignal(t.Context(), &pb.SendSignalRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Pid{Pid: ev.pid}}, Signal: pb.Signal_SIGNAL_SIGKILL}); err != nil {
-		t.Fatal(err)
-	}
-	for cs.Receive() {
-		cev.add(cs.Msg().GetEvent())
-	}
-	if cev.end.GetStatus() != "signal: killed" {
-		t.Fatalf("end %v err %v", cev.end, cs.Err())
+			s.healthy(t)
+			list, err := s.client.List(t.Context(), &pb.ListRequest{})
+			if err != nil || len(list.GetProcesses()) != 1 || list.GetProcesses()[0].GetPid() != ev.pid {
+				t.Fatalf("process gone after disconnect: %v %v", list, err)
+			}
+			cs, err := s.client.Connect(t.Context(), &pb.ConnectRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Tag{Tag: "chatty"}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cs.Close()
+			cev := &events{}
+			for out(cev) < 1<<20 && cs.Receive() {
+				cev.add(cs.Msg().GetEvent())
+			}
+			if cev.pid != ev.pid || out(cev) < 1<<20 {
+				t.Fatalf("reconnect: pid %d (want %d), %d bytes, err %v", cev.pid, ev.pid, out(cev), cs.Err())
+			}
+			if _, err := s.client.SendSignal(t.Context(), &pb.SendSignalRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Pid{Pid: ev.pid}}, Signal: pb.Signal_SIGNAL_SIGKILL}); err != nil {
+				t.Fatal(err)
+			}
+			for cs.Receive() {
+				cev.add(cs.Msg().GetEvent())
+			}
+			if cev.end.GetStatus() != "signal: killed" {
+				t.Fatalf("end %v err %v", cev.end, cs.Err())
+			}
+		})
 	}
 }
 
