@@ -104,10 +104,6 @@ func (s *Subscription) Close() {
 
 func (p *Process) Pid() int { return p.pid }
 
-// Tag reports the tag and whether one was given.
-func (p *Process) Tag() (string, bool) { return p.tag, p.hasTag }
-func (p *Process) Config() Config      { return p.config }
-func (p *Process) IsPTY() bool         { return p.isPTY }
 
 // Done is closed once the process was reaped and all its output delivered.
 func (p *Process) Done() <-chan struct{} { return p.done }
