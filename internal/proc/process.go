@@ -104,7 +104,6 @@ func (s *Subscription) Close() {
 
 func (p *Process) Pid() int { return p.pid }
 
-
 // Done is closed once the process was reaped and all its output delivered.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
