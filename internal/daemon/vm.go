@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -58,7 +59,13 @@ func (d *Daemon) setupVM() {
 	} else {
 		// Children inherit envd's score; give each its own right after fork.
 		d.vm.onFork = func(pid int) {
-			if err := oom.Reset(pid); err != nil {
+			err := oom.Reset(pid)
+			switch {
+			case err == nil:
+			case errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH):
+				// Already exited and reaped: nothing left to protect.
+				log.Debug("reset oom_score_adj of a new process", "pid", pid, "err", err)
+			default:
 				log.Warn("reset oom_score_adj of a new process", "pid", pid, "err", err)
 			}
 		}
