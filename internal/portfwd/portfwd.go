@@ -209,14 +209,21 @@ func targets(ls []portscan.Listener, external netip.Addr) map[uint16]netip.AddrP
 }
 
 func (f *Forwarder) accept(fw *forward) {
+	var delay time.Duration
 	for {
 		c, err := fw.ln.Accept()
-		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				f.Log.Warn("accept forwarded connection", "err", err)
-			}
+		if errors.Is(err, net.ErrClosed) {
 			return
 		}
+		if err != nil {
+			// Out of fds or memory: wait for connections to end rather
+			// than give up the port while it is still listed as forwarded.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			f.Log.Warn("accept forwarded connection", "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
 		fw.mu.Lock()
 		target := fw.target
 		fw.mu.Unlock()
