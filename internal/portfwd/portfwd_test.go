@@ -89,7 +89,7 @@ func roundTrip(t *testing.T, c net.Conn, msg string) {
 	}
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
