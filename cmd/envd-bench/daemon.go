@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -24,6 +25,10 @@ type server struct {
 	healthy time.Duration // from fork to the first 200 on /health
 	log     string
 	done    chan error
+	stopped time.Duration // from SIGTERM to exit
+
+	stopOnce sync.Once
+	stopErr  error
 }
 
 func freePort() (int, error) {
@@ -86,21 +91,78 @@ func spawn(ctx context.Context, bin string, args func(port int) []string, logDir
 
 func (s *server) pid() int { return s.cmd.Process.Pid }
 
-// stop asks for a graceful shutdown and kills after 5 s.
+// stop asks for a graceful shutdown (envd gives streams 5 s, then kills its
+// processes and syncs) and kills after 15 s. It is safe to call twice.
 func (s *server) stop() error {
+	s.stopOnce.Do(func() { s.stopErr = s.doStop() })
+	return s.stopErr
+}
+
+func (s *server) doStop() error {
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	t0 := time.Now()
 	select {
 	case err := <-s.done:
+		s.stopped = time.Since(t0)
 		var ee *exec.ExitError
 		if errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGTERM {
 			return nil
 		}
 		return err
-	case <-time.After(5 * time.Second):
+	case <-time.After(15 * time.Second):
+		state := procState(s.pid())
+		// A Go daemon prints every goroutine's stack on SIGQUIT: the log then
+		// shows what shutdown was waiting for.
+		_ = s.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-s.done:
+			return fmt.Errorf("did not stop within 15s of SIGTERM (%s); stacks from SIGQUIT in %s", state, s.log)
+		case <-time.After(2 * time.Second):
+		}
 		_ = s.cmd.Process.Kill()
-		<-s.done
-		return errors.New("did not stop within 5s of SIGTERM; killed")
+		select {
+		case <-s.done:
+			return fmt.Errorf("did not stop within 15s of SIGTERM (%s); killed", state)
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("did not stop within 15s of SIGTERM (%s), nor within 30s of SIGKILL (%s)", state, procState(s.pid()))
+		}
 	}
+}
+
+// procState describes where a process is stuck, for error messages.
+func procState(pid int) string {
+	var parts []string
+	if st, err := procStatusLine(pid, "State"); err == nil {
+		parts = append(parts, "state "+st)
+	}
+	if w, err := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", pid)); err == nil && len(w) > 0 {
+		parts = append(parts, "wchan "+string(w))
+	}
+	if ts, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid)); err == nil {
+		var dstate int
+		for _, t := range ts {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name())); err == nil {
+				if i := strings.LastIndexByte(string(b), ')'); i > 0 && i+2 < len(b) && b[i+2] == 'D' {
+					dstate++
+				}
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%d threads, %d in D state", len(ts), dstate))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func procStatusLine(pid int, key string) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "", err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && k == key {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return "", fmt.Errorf("no %s", key)
 }
 
 // alive reports whether a process with pid exists and is not a zombie.

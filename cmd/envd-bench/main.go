@@ -250,10 +250,15 @@ func (b *bench) freshDaemon(ctx context.Context) (note string, err error) {
 	if b.daemon == nil || b.opt.profile != "" {
 		return "daemon not restarted (-url or -profile): includes memory kept from earlier scenarios", nil
 	}
-	if err := b.daemon.stop(); err != nil {
+	old := b.daemon
+	b.daemon = nil
+	b.hc.CloseIdleConnections()
+	if err := old.stop(); err != nil {
 		return "", fmt.Errorf("stop envd: %w", err)
 	}
-	b.daemon = nil
+	if old.stopped > time.Second {
+		b.logf("envd took %s to stop after SIGTERM", old.stopped.Round(time.Millisecond))
+	}
 	s, err := spawn(ctx, b.bin, envdArgs, b.tmp)
 	if err != nil {
 		return "", fmt.Errorf("restart envd: %w", err)
@@ -320,6 +325,7 @@ func ensureEnvd(ctx context.Context, bin string, log io.Writer) (string, error) 
 func (b *bench) close() error {
 	var errs []error
 	if b.daemon != nil {
+		b.hc.CloseIdleConnections()
 		if err := b.daemon.stop(); err != nil {
 			errs = append(errs, fmt.Errorf("envd: %w (log %s)", err, b.daemon.log))
 		}
