@@ -238,7 +238,7 @@ func (f *Files) upload(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return errorf(http.StatusBadRequest, "unsupported content type: %s, expected multipart/form-data or application/octet-stream", ct)
 	}
-	w_ := &writer{log: f.Log, user: u, metadata: md, contentLength: r.ContentLength}
+	wr := &writer{log: f.Log, user: u, metadata: md, contentLength: r.ContentLength}
 
 	var entries []uploadEntry
 	switch {
@@ -250,7 +250,7 @@ func (f *Files) upload(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		if err := w_.write(path, body, "error reading request body"); err != nil {
+		if err := wr.write(path, body, "error reading request body"); err != nil {
 			return err
 		}
 		entries = append(entries, resultEntry(path))
@@ -259,7 +259,7 @@ func (f *Files) upload(w http.ResponseWriter, r *http.Request) error {
 		if boundary == "" {
 			return errorf(http.StatusBadRequest, "error parsing multipart form: no multipart boundary param in Content-Type")
 		}
-		entries, err = f.uploadParts(multipart.NewReader(body, boundary), req, w_)
+		entries, err = f.uploadParts(multipart.NewReader(body, boundary), req, wr)
 		if err != nil {
 			return err
 		}
@@ -276,7 +276,7 @@ func (f *Files) upload(w http.ResponseWriter, r *http.Request) error {
 
 // uploadParts writes every part named "file", in order. A failing part
 // stops the request; the files before it stay written.
-func (f *Files) uploadParts(mr *multipart.Reader, req filesRequest, w_ *writer) ([]uploadEntry, error) {
+func (f *Files) uploadParts(mr *multipart.Reader, req filesRequest, wr *writer) ([]uploadEntry, error) {
 	var (
 		entries []uploadEntry
 		written []string
@@ -300,7 +300,7 @@ func (f *Files) uploadParts(mr *multipart.Reader, req filesRequest, w_ *writer) 
 				return nil, errorf(http.StatusBadRequest, "error getting multipart custom part file name: %w", err)
 			}
 		}
-		path, err := f.resolvePath(target, w_.user)
+		path, err := f.resolvePath(target, wr.user)
 		if err != nil {
 			return nil, err
 		}
@@ -311,7 +311,7 @@ func (f *Files) uploadParts(mr *multipart.Reader, req filesRequest, w_ *writer) 
 			}
 			return nil, &apiError{status: http.StatusBadRequest, msg: msg}
 		}
-		if err := w_.write(path, part, "error reading form"); err != nil {
+		if err := wr.write(path, part, "error reading form"); err != nil {
 			return nil, err
 		}
 		written = append(written, path)
