@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -99,7 +100,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "envd-bench:", err)
 		return 1
 	}
+	// The daemon and the reference server sit in their own process groups:
+	// on Ctrl-C or SIGTERM stop them here rather than leave them running.
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		sig := <-sigc
+		fmt.Fprintf(stderr, "envd-bench: %v: stopping the daemon\n", sig)
+		_ = b.close()
+		os.Exit(130)
+	}()
 	failed := b.runAll(stdout)
+	signal.Stop(sigc)
 	if err := b.close(); err != nil {
 		fmt.Fprintln(stderr, "envd-bench: shutdown:", err)
 		failed = true
