@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,10 +42,11 @@ func HelperEnv() map[string]string {
 // binary was started as a helper it runs the helper and exits.
 //
 // Helpers: echo ARGS (stdout), stderr TEXT, cat (stdin→stdout), exit N,
-// hang, ptysize (prints "rows cols" of fd 0, then again after each SIGWINCH),
-// grandchild (starts a hanging child, prints its pid, hangs), orphan (starts a
-// grandchild that exits once this helper has exited, prints its pid, exits at once),
-// write N (N counter bytes to stdout, their sha256 to stderr), pwd, pgid.
+// hang (until orphaned; "hang keep": forever), ptysize (prints "rows cols"
+// of fd 0, then again after each SIGWINCH), grandchild (starts "hang keep",
+// prints its pid, hangs), orphan (starts a grandchild that exits once this
+// helper has exited, prints its pid, exits at once), write N (N counter bytes
+// to stdout, their sha256 to stderr), pwd, pgid.
 func RunHelper() {
 	if len(os.Args) < 3 || os.Args[1] != helperArg {
 		return
@@ -69,7 +71,14 @@ func runHelper(name string, args []string) int {
 		n, _ := strconv.Atoi(args[0])
 		return n
 	case "hang":
-		select {}
+		// Exit once orphaned, so a test binary that crashes or times out
+		// does not leave hanging helpers behind; "hang keep" stays (the
+		// grandchild whose death must come from a group signal alone).
+		if len(args) > 0 && args[0] == "keep" {
+			select {}
+		}
+		untilOrphaned()
+		return 3
 	case "ptysize":
 		winch := make(chan os.Signal, 1)
 		signal.Notify(winch, syscall.SIGWINCH)
@@ -84,11 +93,10 @@ func runHelper(name string, args []string) int {
 		}
 	case "grandchild", "orphan":
 		exe, _ := os.Executable()
-		sub := "hang"
+		c := exec.Command(exe, helperArg, "hang", "keep")
 		if name == "orphan" {
-			sub = "cat"
+			c = exec.Command(exe, helperArg, "cat")
 		}
-		c := exec.Command(exe, helperArg, sub)
 		var release *os.File
 		if name == "orphan" {
 			// The grandchild reads a pipe only we write to, so it exits
@@ -109,7 +117,8 @@ func runHelper(name string, args []string) int {
 		if name == "orphan" {
 			return 0
 		}
-		select {}
+		untilOrphaned()
+		return 3
 	case "write":
 		// N bytes where each 8-byte word holds its own offset, so lost,
 		// duplicated or reordered chunks change the checksum; the sha256 of
@@ -140,4 +149,13 @@ func runHelper(name string, args []string) int {
 		return 2
 	}
 	return 0
+}
+
+// untilOrphaned returns once the parent is gone, so a test binary that crashes
+// or times out leaves no hanging helper behind.
+func untilOrphaned() {
+	parent := os.Getppid()
+	for os.Getppid() == parent {
+		time.Sleep(200 * time.Millisecond)
+	}
 }
