@@ -16,7 +16,7 @@ import (
 )
 
 // mountTmpfs mounts a small real tmpfs so "disk full" is the kernel's own ENOSPC.
-func mountTmpfs(t *testing.T, opts string) string {
+func mountTmpfs(t testing.TB, opts string) string {
 	t.Helper()
 	needRoot(t)
 	dir := t.TempDir()
