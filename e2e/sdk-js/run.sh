@@ -62,6 +62,8 @@ trap cleanup EXIT
 if ! id -u user >/dev/null 2>&1; then
   useradd -m -s /bin/bash user
   created_user=1
+  # A /home/user left by an earlier, interrupted run keeps its old owner.
+  chown user:user /home/user
 fi
 created_sudoers=0
 if [ -d /etc/sudoers.d ] && ! sudo -n -l -U user 2>/dev/null | grep -q NOPASSWD; then
