@@ -3,7 +3,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import path from 'node:path'
-import { CommandExitError, NotFoundError, TimeoutError, InvalidArgumentError } from 'e2b'
+import { AuthenticationError, CommandExitError, NotFoundError, TimeoutError, InvalidArgumentError } from 'e2b'
 import { sandbox, scratchDir, alive, eventually, HOME } from './lib.mjs'
 
 let sbx
@@ -124,6 +124,17 @@ test('user: default user is `user`, root on request, with real uid and groups', 
   // Passwordless sudo works for `user` (the SDK's templates rely on it).
   r = await sbx.commands.run('sudo -n whoami')
   assert.equal(r.stdout, 'root\n')
+})
+
+test('an unknown user is refused as unauthenticated', async () => {
+  await assert.rejects(sbx.commands.run('whoami', { user: 'no-such-user-e2e' }), (e) => {
+    assert.ok(e instanceof AuthenticationError, `got ${e?.constructor?.name}: ${e}`)
+    assert.match(e.message, /no-such-user-e2e/)
+    return true
+  })
+  await assert.rejects(sbx.files.read('/etc/hostname', { user: 'no-such-user-e2e' }), AuthenticationError)
+  await assert.rejects(sbx.files.write(path.join(scratch.dir, 'ghost.txt'), 'x', { user: 'no-such-user-e2e' }), AuthenticationError)
+  assert.equal(fs.existsSync(path.join(scratch.dir, 'ghost.txt')), false)
 })
 
 test('stdin defaults to /dev/null, so cat ends at once', async () => {
@@ -257,8 +268,10 @@ test('timeout: a command outliving timeoutMs rejects with TimeoutError and is ki
   const h = await background('sleep 31', { timeoutMs: 1000 })
   await assert.rejects(h.wait(), TimeoutError)
   assert.ok(await eventually(() => !alive(h.pid)), `pid ${h.pid} still alive after its timeout`)
-  const listed = (await sbx.commands.list()).map((p) => p.pid)
-  assert.ok(!listed.includes(h.pid))
+  // Dead first (SIGKILL), then reaped and unlisted.
+  const unlisted = await eventually(async () => !(await sbx.commands.list()).some((p) => p.pid === h.pid))
+  assert.ok(unlisted, `pid ${h.pid} still listed after its timeout`)
+  assert.equal(fs.existsSync(`/proc/${h.pid}`), false, 'reaped, not a zombie')
 })
 
 test('a command finishing within timeoutMs is unaffected', async () => {
