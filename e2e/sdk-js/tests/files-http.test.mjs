@@ -176,6 +176,16 @@ test('overwrite replaces content and keeps the existing mode and owner', async (
   assert.deepEqual(fs.readdirSync(path.dirname(p)), ['x.sh'])
 })
 
+test('concurrent uploads to one path leave exactly one complete version', async () => {
+  const p = path.join(D, 'race', 'r.bin')
+  const versions = Array.from({ length: 8 }, () => randomBuffer(512 * 1024))
+  await Promise.all(versions.map((v, i) => sbx.files.write(p, i % 2 ? v.buffer : streamOf(v))))
+  const got = fs.readFileSync(p)
+  assert.ok(versions.some((v) => got.equals(Buffer.from(v))), 'the file is a mix of uploads or truncated')
+  assert.deepEqual(fs.readdirSync(path.dirname(p)), ['r.bin'], 'no temporary files left')
+  assertUserFile(p)
+})
+
 test('empty files, relative paths, and root-owned uploads', async () => {
   const empty = path.join(D, 'misc', 'empty.txt')
   await sbx.files.write(empty, '')
