@@ -143,7 +143,7 @@ type sizes struct {
 }
 
 func fullSizes() sizes {
-	return sizes{iters: 200, reps: 3, concurrent: 50, stdout: 512 << 20, pty: 128 << 20, streamIn: 256 << 20,
+	return sizes{iters: 200, reps: 5, concurrent: 50, stdout: 512 << 20, pty: 128 << 20, streamIn: 256 << 20,
 		sendIn: 64 << 20, checkIn: 8 << 20, upload: 256 << 20, gzip: 128 << 20, listDir: 10000, watch: 200,
 		spawns: 5, slowRead: 100e6, slowRate: 25e6, drops: 10}
 }
