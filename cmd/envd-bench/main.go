@@ -340,6 +340,8 @@ func (b *bench) close() error {
 		b.hc.CloseIdleConnections()
 		if err := b.daemon.stop(); err != nil {
 			errs = append(errs, fmt.Errorf("envd: %w (log %s)", err, b.daemon.log))
+		} else if b.daemon.stopped > time.Second {
+			b.logf("envd took %s to stop after SIGTERM", b.daemon.stopped.Round(time.Millisecond))
 		}
 	}
 	if b.triv != nil {
