@@ -1,16 +1,22 @@
 package fsapi
 
 import (
+	"context"
+	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"golang.org/x/sys/unix"
 
 	"github.com/envd-dev/envd/internal/execenv"
 	fspb "github.com/envd-dev/envd/internal/gen/filesystem"
@@ -136,4 +142,92 @@ func TestWatcherID(t *testing.T) {
 		}
 		seen[id] = true
 	}
+}
+
+// smallBufListener shrinks each accepted connection's send buffer, so a
+// stalled client leaves the server blocked after a few KiB instead of after
+// the megabytes loopback TCP would otherwise absorb.
+type smallBufListener struct{ net.Listener }
+
+func (l smallBufListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		if err := tc.SetWriteBuffer(4096); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// A client that stops reading a busy watch is told it missed events: the
+// server's send blocks, the watcher's channel and then the kernel's inotify
+// queue fill, and the real IN_Q_OVERFLOW ends the stream with Aborted.
+// Nothing global changes: small socket buffers on both ends keep the events
+// parked in TCP to a few thousand, and the event count covers the machine's
+// own max_queued_events with room to spare.
+func TestWatchDirOverflowSlowClient(t *testing.T) {
+	raw, err := os.ReadFile("/proc/sys/fs/inotify/max_queued_events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if limit > 1<<20 {
+		t.Skipf("max_queued_events is %d; filling it would make this test too slow", limit)
+	}
+	s := newService()
+	defer s.Close()
+	mux := http.NewServeMux()
+	mux.Handle(filesystemconnect.NewFilesystemHandler(s, connect.WithCompressMinBytes(1024)))
+	hs := httptest.NewUnstartedServer(mux)
+	hs.Listener = smallBufListener{hs.Listener}
+	hs.Start()
+	defer hs.Close()
+	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}}
+	fs := filesystemconnect.NewFilesystemClient(&http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}, hs.URL)
+
+	// A guard against hanging the package if no overflow ever comes; not a
+	// performance assertion.
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	st, err := fs.WatchDir(ctx, &fspb.WatchDirRequest{Path: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if !st.Receive() || st.Msg().GetStart() == nil {
+		t.Fatalf("no start event: %v", st.Err())
+	}
+	// Alternating chmods of two files: one CHMOD each, never coalesced.
+	files := [2]string{filepath.Join(dir, "a"), filepath.Join(dir, "b")}
+	for _, f := range files {
+		if err := os.WriteFile(f, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range limit + 64*1024 {
+		if err := os.Chmod(files[i%2], 0o600|os.FileMode(i%2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := 0
+	for st.Receive() {
+		n++
+	}
+	var ce *connect.Error
+	if !errors.As(st.Err(), &ce) || ce.Code() != connect.CodeAborted || !strings.Contains(ce.Message(), "overflow") {
+		t.Fatalf("stream ended with %v after %d messages, want Aborted overflow", st.Err(), n)
+	}
+	t.Logf("overflow reported after %d of %d events", n, limit+64*1024)
 }
