@@ -4,9 +4,8 @@ import (
 	"net/http"
 	"time"
 
-	"connectrpc.com/connect"
-
 	"github.com/envd-dev/envd/internal/auth"
+	"github.com/envd-dev/envd/internal/fsapi"
 	"github.com/envd-dev/envd/internal/gen/filesystem/filesystemconnect"
 	"github.com/envd-dev/envd/internal/gen/process/processconnect"
 	"github.com/envd-dev/envd/internal/httpapi"
@@ -30,9 +29,7 @@ func (d *Daemon) routes() http.Handler {
 	mux.Handle("POST /snapshot/prepare", d.snapshotAPI)
 
 	mux.Handle(processconnect.NewProcessHandler(processapi.New(d.procs, d.env, d.log), processapi.HandlerOptions()...))
-	// Small messages are not worth gzip: a per-message gzip reset costs more
-	// than a Stat, and each watch event is its own message.
-	mux.Handle(filesystemconnect.NewFilesystemHandler(d.fs, connect.WithCompressMinBytes(1024)))
+	mux.Handle(filesystemconnect.NewFilesystemHandler(d.fs, fsapi.HandlerOptions()...))
 
 	return withCORS(auth.RequireToken(d.token, auth.BasicUser(mux)))
 }

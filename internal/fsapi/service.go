@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"sync"
 
+	"connectrpc.com/connect"
+
 	"github.com/envd-dev/envd/internal/auth"
 	"github.com/envd-dev/envd/internal/execenv"
 	"github.com/envd-dev/envd/internal/fsops"
@@ -37,6 +39,14 @@ type Service struct {
 }
 
 var _ filesystemconnect.FilesystemHandler = (*Service)(nil)
+
+// HandlerOptions are the options the service must be mounted with. Messages
+// under 1 KiB go uncompressed: resetting a gzip writer costs more than a
+// Stat, and every watch event is its own message (gzip per event made a
+// watch stream about ten times slower). Large listings still compress.
+func HandlerOptions() []connect.HandlerOption {
+	return []connect.HandlerOption{connect.WithCompressMinBytes(1024)}
+}
 
 // New builds the service; Close stops its watchers.
 func New(env *execenv.Env, log *slog.Logger) *Service {

@@ -27,7 +27,7 @@ import (
 func serve(t *testing.T, s *Service) filesystemconnect.FilesystemClient {
 	t.Helper()
 	mux := http.NewServeMux()
-	mux.Handle(filesystemconnect.NewFilesystemHandler(s))
+	mux.Handle(filesystemconnect.NewFilesystemHandler(s, HandlerOptions()...))
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
 	return filesystemconnect.NewFilesystemClient(hs.Client(), hs.URL)
@@ -184,7 +184,7 @@ func TestWatchDirOverflowSlowClient(t *testing.T) {
 	s := newService()
 	defer s.Close()
 	mux := http.NewServeMux()
-	mux.Handle(filesystemconnect.NewFilesystemHandler(s, connect.WithCompressMinBytes(1024)))
+	mux.Handle(filesystemconnect.NewFilesystemHandler(s, HandlerOptions()...))
 	hs := httptest.NewUnstartedServer(mux)
 	hs.Listener = smallBufListener{hs.Listener}
 	hs.Start()
