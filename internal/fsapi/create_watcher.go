@@ -59,28 +59,34 @@ func (s *Service) CreateWatcher(ctx context.Context, req *filesystem.CreateWatch
 	conv := eventConverter{root: root, includeEntry: req.GetIncludeEntry(), describer: fsops.NewDescriber()}
 	go func() {
 		defer s.wg.Done()
-		pw.collect(w, conv, s.MaxPending)
+		if err := pw.collect(w, conv, s.MaxPending); err != nil {
+			s.log.Warn("polling watcher failed", "id", id, "path", root, "err", err)
+		}
 	}()
 	return &filesystem.CreateWatcherResponse{WatcherId: id}, nil
 }
 
-func (pw *pollWatcher) collect(w *fswatch.Watcher, conv eventConverter, max int) {
+// collect buffers events until the watch ends and returns why it failed,
+// if it did; the failure is also kept for GetWatcherEvents.
+func (pw *pollWatcher) collect(w *fswatch.Watcher, conv eventConverter, max int) error {
 	defer pw.cancel()
 	for ev := range w.Events() {
 		pw.mu.Lock()
 		if len(pw.pending) >= max {
 			pw.err = fmt.Errorf("%w (%d events)", errBacklog, max)
 			pw.mu.Unlock()
-			return
+			return pw.err
 		}
 		pw.pending = append(pw.pending, conv.convert(ev))
 		pw.mu.Unlock()
 	}
-	if err := w.Err(); err != nil {
+	err := w.Err()
+	if err != nil {
 		pw.mu.Lock()
 		pw.err = err
 		pw.mu.Unlock()
 	}
+	return err
 }
 
 // watcherID is "w" plus 20 random characters from [a-z0-9] (§9.2).

@@ -49,6 +49,7 @@ func (s *Service) WatchDir(ctx context.Context, req *filesystem.WatchDirRequest,
 		case ev, ok := <-w.Events():
 			if !ok {
 				if err := w.Err(); err != nil {
+					s.log.Warn("watch failed", "path", root, "err", err)
 					return toConnect(err)
 				}
 				return toConnect(context.Cause(ctx))
