@@ -1,6 +1,7 @@
 package fsapi_test
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"golang.org/x/sys/unix"
@@ -95,7 +97,17 @@ func testUser(t testing.TB) *user.User {
 		t.Skip("creating users needs root")
 	}
 	name := fmt.Sprintf("fsapi%d_%d", os.Getpid()%100000, userSeq.Add(1))
-	if out, err := exec.Command("useradd", "--create-home", "--user-group", name).CombinedOutput(); err != nil {
+	// Other test packages add users concurrently; useradd then fails to
+	// lock /etc/passwd, so retry that case a few times.
+	for attempt := 0; ; attempt++ {
+		out, err := exec.Command("useradd", "--create-home", "--user-group", name).CombinedOutput()
+		if err == nil {
+			break
+		}
+		if attempt < 50 && bytes.Contains(out, []byte("lock")) {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
 		t.Fatalf("useradd: %v: %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("userdel", "--remove", name).Run() })

@@ -1,6 +1,7 @@
 package fsops
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -42,7 +44,17 @@ func testUser(t *testing.T) *user.User {
 		t.Skip("creating users needs root")
 	}
 	name := fmt.Sprintf("fsops%d", os.Getpid()%100000)
-	if out, err := exec.Command("useradd", "--no-create-home", "--user-group", name).CombinedOutput(); err != nil {
+	// Other test packages add users concurrently; useradd then fails to
+	// lock /etc/passwd, so retry that case a few times.
+	for attempt := 0; ; attempt++ {
+		out, err := exec.Command("useradd", "--no-create-home", "--user-group", name).CombinedOutput()
+		if err == nil {
+			break
+		}
+		if attempt < 50 && bytes.Contains(out, []byte("lock")) {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
 		t.Fatalf("useradd: %v: %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("userdel", name).Run() })
