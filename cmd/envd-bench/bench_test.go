@@ -144,3 +144,12 @@ func TestProcReaders(t *testing.T) {
 		t.Error("alive() wrong for self or for an impossible pid")
 	}
 }
+
+func TestBudgetCancelsWithoutDeadline(t *testing.T) {
+	ctx, cancel := budget(time.Millisecond)
+	defer cancel()
+	if _, ok := ctx.Deadline(); ok {
+		t.Fatal("budget context has a deadline; connect-go would send it as Connect-Timeout-Ms")
+	}
+	<-ctx.Done() // the test's own timeout catches a budget that never ends
+}

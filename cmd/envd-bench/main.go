@@ -461,7 +461,7 @@ func (b *bench) runAll(w io.Writer) bool {
 
 func (b *bench) runOne(s scenario) (rows []row) {
 	b.logf("scenario %s", s.name)
-	ctx, cancel := context.WithTimeout(context.Background(), b.opt.timeout)
+	ctx, cancel := budget(b.opt.timeout)
 	defer cancel()
 	defer func() {
 		if p := recover(); p != nil {
@@ -476,6 +476,16 @@ func (b *bench) runOne(s scenario) (rows []row) {
 		}
 	}
 	return rows
+}
+
+// budget is a context cancelled after d that carries no deadline: connect-go
+// would send a deadline as Connect-Timeout-Ms, which envd takes as the
+// lifetime of every process started under it (§8.1), and the Wrenn host agent
+// starts processes without one.
+func budget(d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t := time.AfterFunc(d, cancel)
+	return ctx, func() { t.Stop(); cancel() }
 }
 
 // authTransport adds the access token to every request and the user as Basic

@@ -44,7 +44,7 @@ func (b *bench) runScale(s scaleScenario) (rows []scaleRow) {
 	if b.opt.short {
 		timeout = b.opt.timeout
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := budget(timeout)
 	defer cancel()
 	defer func() {
 		if p := recover(); p != nil {
