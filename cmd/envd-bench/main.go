@@ -155,22 +155,25 @@ func shortSizes() sizes {
 }
 
 type bench struct {
-	opt     options
-	log     io.Writer
-	sz      sizes
-	base    string
-	hc      *http.Client
-	proc    processconnect.ProcessClient
-	fs      filesystemconnect.FilesystemClient
-	pid     int // daemon pid, 0 if unknown
-	daemon  *server
-	bin     string // envd binary, "" if unknown
-	dir     string // fixtures, on this machine
-	ownDir  bool
-	tmp     string // our own scratch (logs, trivial server)
-	trivBin string
-	triv    *server
-	data    []byte // pseudo-random payload, the size of the largest upload/stdin
+	opt  options
+	log  io.Writer
+	sz   sizes
+	base string
+	hc   *http.Client
+	proc processconnect.ProcessClient
+	// procPlain does not advertise gzip, as clients other than connect-go's
+	// may not: the stdout figure is taken both ways.
+	procPlain processconnect.ProcessClient
+	fs        filesystemconnect.FilesystemClient
+	pid       int // daemon pid, 0 if unknown
+	daemon    *server
+	bin       string // envd binary, "" if unknown
+	dir       string // fixtures, on this machine
+	ownDir    bool
+	tmp       string // our own scratch (logs, trivial server)
+	trivBin   string
+	triv      *server
+	data      []byte // pseudo-random payload, the size of the largest upload/stdin
 }
 
 func setup(ctx context.Context, opt options, log io.Writer) (*bench, error) {
@@ -253,6 +256,7 @@ func (b *bench) connect() {
 	}
 	b.proc = processconnect.NewProcessClient(b.hc, b.base, copts...)
 	b.fs = filesystemconnect.NewFilesystemClient(b.hc, b.base, copts...)
+	b.procPlain = processconnect.NewProcessClient(b.hc, b.base, connect.WithAcceptCompression("gzip", nil, nil))
 }
 
 // freshDaemon restarts the daemon this command started, so a memory figure

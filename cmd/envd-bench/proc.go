@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/envd-dev/envd/internal/gen/process"
+	"github.com/envd-dev/envd/internal/gen/process/processconnect"
 )
 
 func startReq(cmd string, args ...string) *process.StartRequest {
@@ -45,8 +46,12 @@ func (r runResult) ok() error {
 // startRun calls Start and consumes the stream to its end: stdout or pty data
 // go to out, started gets the pid of the start event.
 func (b *bench) startRun(ctx context.Context, req *process.StartRequest, out io.Writer, started func(pid uint32)) (runResult, error) {
+	return startWith(ctx, b.proc, req, out, started)
+}
+
+func startWith(ctx context.Context, client processconnect.ProcessClient, req *process.StartRequest, out io.Writer, started func(pid uint32)) (runResult, error) {
 	var res runResult
-	stream, err := b.proc.Start(ctx, req)
+	stream, err := client.Start(ctx, req)
 	if err != nil {
 		return res, fmt.Errorf("Start: %w", err)
 	}
@@ -192,7 +197,8 @@ func (b *bench) stdoutStream(ctx context.Context) []row {
 	cpuName := "daemon CPU per GiB of stdout"
 	t, tc := atLeast(0.6), atMost(2)
 	var envd, limit rates
-	var envdCPU, limitCPU, clientCPU []float64
+	var envdCPU, limitCPU, clientCPU, plain, plainCPU []float64
+	var plainErr error
 	gib := float64(n) / (1 << 30)
 	for range b.sz.reps {
 		v := newVerifier(zeroPattern())
@@ -227,6 +233,22 @@ func (b *bench) stdoutStream(ctx context.Context) []row {
 		if cerr == nil && cerr1 == nil {
 			envdCPU = append(envdCPU, (c1-c0).Seconds()/gib)
 		}
+		if b.opt.rpcGzip && plainErr == nil {
+			v = newVerifier(zeroPattern())
+			c0, cerr := b.daemonCPU()
+			t0 := time.Now()
+			res, err := startWith(ctx, b.procPlain, startReq("head", "-c", fmt.Sprint(n), "/dev/zero"), v, nil)
+			d := time.Since(t0)
+			c1, cerr1 := b.daemonCPU()
+			if err == nil {
+				err = errors.Join(res.ok(), v.check(n))
+			}
+			plainErr = err
+			plain = append(plain, float64(n)/d.Seconds())
+			if cerr == nil && cerr1 == nil {
+				plainCPU = append(plainCPU, (c1-c0).Seconds()/gib)
+			}
+		}
 	}
 	r := row{name: name, envd: fmtRate(envd.median()), limit: fmtRate(limit.median()) + " Go reading a pipe", target: t}
 	r.judge(envd.median(), limit.median())
@@ -241,7 +263,20 @@ func (b *bench) stdoutStream(ctx context.Context) []row {
 			rc.note += "; CPU time is counted in 10 ms ticks, meaningless at -short sizes"
 		}
 	}
-	return []row{r, rc}
+	rows := []row{r, rc}
+	if b.opt.rpcGzip {
+		pn := name + " — client not accepting gzip"
+		if plainErr != nil {
+			return append(rows, errRow(pn, t, plainErr))
+		}
+		rp := row{name: pn, envd: fmtRate(rates(plain).median()), limit: fmtRate(limit.median()) + " Go reading a pipe", target: t}
+		rp.judge(rates(plain).median(), limit.median())
+		if len(plainCPU) > 0 {
+			rp.note = fmt.Sprintf("daemon CPU %.2f s per GiB (%.2f× Go reading a pipe)", rates(plainCPU).median(), rates(plainCPU).median()/rates(limitCPU).median())
+		}
+		rows = append(rows, rp)
+	}
+	return rows
 }
 
 func (b *bench) daemonCPU() (time.Duration, error) {
