@@ -3,7 +3,6 @@ package fsapi
 import (
 	"context"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
@@ -11,10 +10,8 @@ import (
 	"github.com/envd-dev/envd/internal/fsops"
 	"github.com/envd-dev/envd/internal/fswatch"
 	"github.com/envd-dev/envd/internal/gen/filesystem"
+	"github.com/envd-dev/envd/internal/keepalive"
 )
-
-// defaultKeepalive applies when Keepalive-Ping-Interval is missing or invalid.
-const defaultKeepalive = 90 * time.Second
 
 // WatchDir streams start, then events and keepalives, until the client goes
 // away, the deadline passes, the daemon closes or the watch fails (e.g. the
@@ -40,7 +37,10 @@ func (s *Service) WatchDir(ctx context.Context, req *filesystem.WatchDirRequest,
 		return err
 	}
 
-	interval := keepaliveInterval(ctx)
+	interval := keepalive.Default
+	if info, ok := connect.CallInfoForHandlerContext(ctx); ok {
+		interval = keepalive.Interval(info.RequestHeader())
+	}
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
 	conv := eventConverter{root: root, includeEntry: req.GetIncludeEntry(), describer: fsops.NewDescriber()}
@@ -71,20 +71,6 @@ func (s *Service) WatchDir(ctx context.Context, req *filesystem.WatchDirRequest,
 func (s *Service) resolveWatchRoot(ctx context.Context, raw string) (string, error) {
 	p, _, err := s.resolve(ctx, raw, true)
 	return p, err
-}
-
-// keepaliveInterval reads Keepalive-Ping-Interval (whole seconds), as the
-// process stream does (§8.1 item 11).
-func keepaliveInterval(ctx context.Context) time.Duration {
-	info, ok := connect.CallInfoForHandlerContext(ctx)
-	if !ok {
-		return defaultKeepalive
-	}
-	n, err := strconv.Atoi(info.RequestHeader().Get("Keepalive-Ping-Interval"))
-	if err != nil || n <= 0 {
-		return defaultKeepalive
-	}
-	return time.Duration(n) * time.Second
 }
 
 // eventConverter turns fswatch events into wire events, attaching an

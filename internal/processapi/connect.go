@@ -6,6 +6,7 @@ import (
 	"connectrpc.com/connect"
 
 	pb "github.com/envd-dev/envd/internal/gen/process"
+	"github.com/envd-dev/envd/internal/keepalive"
 )
 
 // Connect attaches to a running process, or to one that exited within the
@@ -22,7 +23,7 @@ func (s *Service) Connect(ctx context.Context, req *pb.ConnectRequest, stream *c
 	}
 	sub := p.Subscribe(ctx)
 	defer sub.Close()
-	return follow(ctx, p, sub, keepaliveInterval(stream.Conn().RequestHeader()), func(ev *pb.ProcessEvent) error {
+	return follow(ctx, p, sub, keepalive.Interval(stream.Conn().RequestHeader()), func(ev *pb.ProcessEvent) error {
 		return stream.Send(&pb.ConnectResponse{Event: ev})
 	})
 }

@@ -2,24 +2,11 @@ package processapi
 
 import (
 	"context"
-	"net/http"
-	"strconv"
 	"time"
 
 	pb "github.com/envd-dev/envd/internal/gen/process"
 	"github.com/envd-dev/envd/internal/proc"
 )
-
-// defaultKeepalive applies when Keepalive-Ping-Interval is missing or invalid.
-const defaultKeepalive = 90 * time.Second
-
-func keepaliveInterval(h http.Header) time.Duration {
-	n, err := strconv.Atoi(h.Get("Keepalive-Ping-Interval"))
-	if err != nil || n <= 0 {
-		return defaultKeepalive
-	}
-	return time.Duration(n) * time.Second
-}
 
 // follow streams a process to one client: start, then output and keepalives,
 // then end once the process was reaped and every chunk sent. It returns when

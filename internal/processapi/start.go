@@ -7,6 +7,7 @@ import (
 
 	"github.com/envd-dev/envd/internal/auth"
 	pb "github.com/envd-dev/envd/internal/gen/process"
+	"github.com/envd-dev/envd/internal/keepalive"
 	"github.com/envd-dev/envd/internal/proc"
 )
 
@@ -44,7 +45,7 @@ func (s *Service) Start(ctx context.Context, req *pb.StartRequest, stream *conne
 		return toConnect(err)
 	}
 	defer sub.Close()
-	return follow(ctx, p, sub, keepaliveInterval(stream.Conn().RequestHeader()), func(ev *pb.ProcessEvent) error {
+	return follow(ctx, p, sub, keepalive.Interval(stream.Conn().RequestHeader()), func(ev *pb.ProcessEvent) error {
 		return stream.Send(&pb.StartResponse{Event: ev})
 	})
 }
