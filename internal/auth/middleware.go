@@ -51,7 +51,7 @@ type userKey struct{}
 // Unauthenticated, whatever the path, as the existing envds' authn middleware
 // does; the error is written in Connect's format, which for non-RPC requests
 // is the unary JSON shape of §5. No header leaves the choice to UserFrom.
-func BasicUser(next http.Handler) http.Handler {
+func BasicUser(env *execenv.Env, next http.Handler) http.Handler {
 	errw := connect.NewErrorWriter()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name, _, ok := r.BasicAuth()
@@ -59,7 +59,7 @@ func BasicUser(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		u, err := execenv.LookupUser(name)
+		u, err := env.LookupUser(name)
 		if err != nil {
 			_ = errw.Write(w, r, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("invalid username: '%s'", name)))
 			return
@@ -75,7 +75,7 @@ func UserFrom(ctx context.Context, env *execenv.Env) (*execenv.User, error) {
 		return u, nil
 	}
 	name := env.Snapshot().User
-	u, err := execenv.LookupUser(name)
+	u, err := env.LookupUser(name)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("invalid default user: '%s'", name))
 	}

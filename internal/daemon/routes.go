@@ -31,5 +31,5 @@ func (d *Daemon) routes() http.Handler {
 	mux.Handle(processconnect.NewProcessHandler(processapi.New(d.procs, d.env, d.log), processapi.HandlerOptions()...))
 	mux.Handle(filesystemconnect.NewFilesystemHandler(d.fs, fsapi.HandlerOptions()...))
 
-	return withCORS(auth.RequireToken(d.token, auth.BasicUser(mux)))
+	return withCORS(auth.RequireToken(d.token, auth.BasicUser(d.env, mux)))
 }

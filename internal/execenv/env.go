@@ -25,7 +25,12 @@ type Env struct {
 	workdir  string
 	internal map[string]string // WRENN_SANDBOX etc.; /init cannot change or delete them
 	userVars map[string]string // the last /init envVars
+
+	users Users
 }
+
+// LookupUser resolves a user through the cache every request shares.
+func (e *Env) LookupUser(name string) (*User, error) { return e.users.Lookup(name) }
 
 // NewEnv starts with default user root, no workdir and the given PATH, which
 // every process inherits (envd's own PATH, §8.5 step 1).

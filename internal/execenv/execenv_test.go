@@ -2,6 +2,7 @@ package execenv
 
 import (
 	"errors"
+	"os"
 	"slices"
 	"testing"
 )
@@ -65,6 +66,36 @@ func TestLookupUser(t *testing.T) {
 		t.Fatalf("root: %+v", u)
 	}
 	if _, err := LookupUser("no-such-user-envd"); !errors.Is(err, ErrUnknownUser) {
+		t.Fatalf("unknown user: %v", err)
+	}
+}
+
+func TestUsersCacheSeesDatabaseChanges(t *testing.T) {
+	dir := t.TempDir()
+	passwd, group := dir+"/passwd", dir+"/group"
+	write := func(p, s string) {
+		t.Helper()
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(passwd, "root:x:0:0:root:/root:/bin/bash\n")
+	write(group, "root:x:0:\n")
+	c := &Users{PasswdPath: passwd, GroupPath: group}
+	a, err := c.Lookup("root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := c.Lookup("root"); b != a {
+		t.Fatal("second lookup was not served from the cache")
+	}
+	// Any change to either database drops the cache (here only the stamp
+	// matters: the lookup itself reads the system's databases).
+	write(group, "root:x:0:\nextra:x:5:\n")
+	if b, _ := c.Lookup("root"); b == a {
+		t.Fatal("cache survived a change of the group database")
+	}
+	if _, err := c.Lookup("no-such-user-envd"); !errors.Is(err, ErrUnknownUser) {
 		t.Fatalf("unknown user: %v", err)
 	}
 }

@@ -81,8 +81,8 @@ func (f *Files) authorize(r *http.Request, op string) (filesRequest, error) {
 	return req, nil
 }
 
-func lookupUser(name string) (*execenv.User, error) {
-	u, err := execenv.LookupUser(name)
+func (f *Files) lookupUser(name string) (*execenv.User, error) {
+	u, err := f.Env.LookupUser(name)
 	if err != nil {
 		// Report the os/user message itself, as the existing envds do.
 		var unknown user.UnknownUserError
@@ -112,7 +112,7 @@ func (f *Files) download(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	u, err := lookupUser(req.username)
+	u, err := f.lookupUser(req.username)
 	if err != nil {
 		return err
 	}
@@ -225,7 +225,7 @@ func (f *Files) upload(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer body.Close()
-	u, err := lookupUser(req.username)
+	u, err := f.lookupUser(req.username)
 	if err != nil {
 		return err
 	}

@@ -69,7 +69,7 @@ func newServer(t testing.TB) *server {
 	m := proc.NewManager(proc.Options{Reaper: r, Env: env, Now: c.now})
 	mux := http.NewServeMux()
 	mux.Handle(processconnect.NewProcessHandler(processapi.New(m, env, slog.New(slog.DiscardHandler)), processapi.HandlerOptions()...))
-	hs := httptest.NewServer(auth.BasicUser(mux))
+	hs := httptest.NewServer(auth.BasicUser(env, mux))
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, ReadBufferSize: 64 << 10, WriteBufferSize: 64 << 10}}
 	t.Cleanup(func() {
 		hs.CloseClientConnections()
