@@ -39,19 +39,3 @@ func TestNoUnexpectedDependencies(t *testing.T) {
 		}
 	}
 }
-
-func TestStaticBuildNeedsNoCgo(t *testing.T) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go command not on PATH")
-	}
-	cmd := exec.Command(goBin, "list", "-deps", "-f", "{{if .CgoFiles}}{{.ImportPath}}{{end}}", ".")
-	cmd.Env = append(cmd.Environ(), "CGO_ENABLED=0")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, out)
-	}
-	if s := strings.TrimSpace(string(out)); s != "" {
-		t.Fatalf("packages need cgo even with CGO_ENABLED=0: %s", s)
-	}
-}
