@@ -49,6 +49,8 @@ type Manager struct {
 	retention time.Duration
 	now       func() time.Time
 
+	chunks sync.Pool // of *chunkBuf, shared by all processes' output readers
+
 	mu      sync.Mutex
 	procs   map[int]*Process
 	retired []*Process // exited processes in exit order, oldest first
@@ -67,6 +69,7 @@ func NewManager(o Options) *Manager {
 		now:       o.Now,
 		procs:     map[int]*Process{},
 	}
+	m.chunks.New = func() any { return &chunkBuf{b: make([]byte, chunkSize), pool: &m.chunks} }
 	if m.retention == 0 {
 		m.retention = DefaultRetention
 	}

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/envd-dev/envd/internal/execenv"
 )
 
@@ -118,6 +120,11 @@ func (m *Manager) Start(o StartOptions) (*Process, *Subscription, error) {
 			if err != nil {
 				return fail(errorf(ErrInternal, "create output pipe: %v", err))
 			}
+			// Best effort: a smaller pipe only means more, smaller reads.
+			_ = control(r, func(fd int) error {
+				_, err := unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, pipeSize)
+				return err
+			})
 			p.outputs = append(p.outputs, r)
 			childFiles = append(childFiles, w)
 			files = append(files, w.Fd())
@@ -147,14 +154,13 @@ func (m *Manager) Start(o StartOptions) (*Process, *Subscription, error) {
 	if !o.Deadline.IsZero() {
 		p.timer = time.AfterFunc(time.Until(o.Deadline), func() { _ = p.Signal(syscall.SIGKILL) })
 	}
-	size := pipeChunk
 	streams := []Stream{Stdout, Stderr}
 	if p.isPTY {
-		size, streams = ptyChunk, []Stream{PTY}
+		streams = []Stream{PTY}
 	}
 	p.readers.Add(len(p.outputs))
 	for i, f := range p.outputs {
-		go p.pump(f, streams[i], size)
+		go p.pump(f, streams[i])
 	}
 	go p.finish()
 	return p, sub, nil

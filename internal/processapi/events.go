@@ -20,7 +20,9 @@ func follow(ctx context.Context, p *proc.Process, sub *proc.Subscription, keepal
 	for {
 		select {
 		case c := <-sub.C:
-			if err := send(dataEvent(c)); err != nil {
+			err := send(dataEvent(c))
+			c.Release() // the message was encoded: its bytes are no longer needed
+			if err != nil {
 				return err
 			}
 			timer.Reset(keepalive)
@@ -29,7 +31,9 @@ func follow(ctx context.Context, p *proc.Process, sub *proc.Subscription, keepal
 			for {
 				select {
 				case c := <-sub.C:
-					if err := send(dataEvent(c)); err != nil {
+					err := send(dataEvent(c))
+					c.Release()
+					if err != nil {
 						return err
 					}
 					continue
