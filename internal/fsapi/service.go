@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"connectrpc.com/connect"
+	"github.com/klauspost/compress/gzip"
 
 	"github.com/envd-dev/envd/internal/auth"
 	"github.com/envd-dev/envd/internal/execenv"
@@ -45,7 +46,15 @@ var _ filesystemconnect.FilesystemHandler = (*Service)(nil)
 // Stat, and every watch event is its own message (gzip per event made a
 // watch stream about ten times slower). Large listings still compress.
 func HandlerOptions() []connect.HandlerOption {
-	return []connect.HandlerOption{connect.WithCompressMinBytes(1024)}
+	return []connect.HandlerOption{
+		connect.WithCompressMinBytes(1024),
+		connect.WithCompression("gzip",
+			func() connect.Decompressor { return &gzip.Reader{} },
+			func() connect.Compressor {
+				w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed) // a constant valid level cannot fail
+				return w
+			}),
+	}
 }
 
 // New builds the service; Close stops its watchers.

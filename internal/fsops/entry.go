@@ -13,8 +13,11 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/envd-dev/envd/internal/fsmeta"
 )
@@ -48,43 +51,55 @@ type Entry struct {
 
 // Describer builds Entries. It caches uid/gid names, so use one per request
 // (a listing of 10,000 files owned by one user looks the name up once) and
-// not across requests (users created later must show up).
+// not across requests (users created later must show up). It is safe for
+// concurrent use: List describes a directory's entries on several goroutines.
 type Describer struct {
+	mu     sync.Mutex
 	users  map[uint32]string
 	groups map[uint32]string
+	perms  map[fs.FileMode]string // FileMode.String allocates; a listing has few distinct modes
 }
 
 // NewDescriber returns a Describer with empty caches.
 func NewDescriber() *Describer {
-	return &Describer{users: map[uint32]string{}, groups: map[uint32]string{}}
+	return &Describer{users: map[uint32]string{}, groups: map[uint32]string{}, perms: map[fs.FileMode]string{}}
 }
 
 // Describe builds the Entry of path from lstat(path), as §9.1 says.
 func (d *Describer) Describe(path string) (Entry, error) {
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return Entry{}, err
+	var st unix.Stat_t
+	if err := ignoringEINTR(func() error { return unix.Lstat(path, &st) }); err != nil {
+		return Entry{}, &fs.PathError{Op: "lstat", Path: path, Err: err}
 	}
-	return d.FromInfo(path, fi)
+	return d.fromStat(path, filepath.Base(path), &st)
 }
 
 // FromInfo builds the Entry of path from its lstat result.
 func (d *Describer) FromInfo(path string, fi fs.FileInfo) (Entry, error) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return Entry{}, fmt.Errorf("describe %s: no stat data", path)
+	}
+	u := unix.Stat_t{Mode: st.Mode, Uid: st.Uid, Gid: st.Gid, Size: st.Size, Mtim: unix.Timespec(st.Mtim)}
+	return d.fromStat(path, filepath.Base(path), &u)
+}
+
+// fromStat builds the Entry of path, whose last element is name, from its
+// lstat result.
+func (d *Describer) fromStat(path, name string, st *unix.Stat_t) (Entry, error) {
+	mode := fileMode(st.Mode)
 	e := Entry{
-		Name:        filepath.Base(path),
+		Name:        name,
 		Path:        path,
-		Size:        fi.Size(),
-		Mode:        uint32(fi.Mode().Perm()),
-		Permissions: fi.Mode().String(),
-		ModTime:     fi.ModTime(),
-		Type:        typeOf(fi.Mode()),
+		Size:        st.Size,
+		Mode:        uint32(mode.Perm()),
+		Permissions: d.permString(mode),
+		ModTime:     time.Unix(st.Mtim.Sec, st.Mtim.Nsec),
+		Type:        typeOf(mode),
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		e.Owner = d.userName(st.Uid)
-		e.Group = d.groupName(st.Gid)
-	}
+	e.Owner, e.Group = d.names(st.Uid, st.Gid)
 	brokenLink := false
-	if fi.Mode()&fs.ModeSymlink != 0 {
+	if mode&fs.ModeSymlink != 0 {
 		e.Type, e.Mode = TypeUnknown, 0
 		if target, err := os.Stat(path); err == nil {
 			e.Type = typeOf(target.Mode())
@@ -110,6 +125,54 @@ func (d *Describer) FromInfo(path string, fi fs.FileInfo) (Entry, error) {
 	return e, nil
 }
 
+// fileMode converts st_mode as os.Lstat does.
+func fileMode(m uint32) fs.FileMode {
+	mode := fs.FileMode(m & 0o777)
+	switch m & unix.S_IFMT {
+	case unix.S_IFBLK:
+		mode |= fs.ModeDevice
+	case unix.S_IFCHR:
+		mode |= fs.ModeDevice | fs.ModeCharDevice
+	case unix.S_IFDIR:
+		mode |= fs.ModeDir
+	case unix.S_IFIFO:
+		mode |= fs.ModeNamedPipe
+	case unix.S_IFLNK:
+		mode |= fs.ModeSymlink
+	case unix.S_IFSOCK:
+		mode |= fs.ModeSocket
+	}
+	if m&unix.S_ISGID != 0 {
+		mode |= fs.ModeSetgid
+	}
+	if m&unix.S_ISUID != 0 {
+		mode |= fs.ModeSetuid
+	}
+	if m&unix.S_ISVTX != 0 {
+		mode |= fs.ModeSticky
+	}
+	return mode
+}
+
+func ignoringEINTR(f func() error) error {
+	for {
+		if err := f(); !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
+func (d *Describer) permString(m fs.FileMode) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s, ok := d.perms[m]
+	if !ok {
+		s = m.String()
+		d.perms[m] = s
+	}
+	return s
+}
+
 func typeOf(m fs.FileMode) Type {
 	switch {
 	case m.IsRegular():
@@ -120,28 +183,31 @@ func typeOf(m fs.FileMode) Type {
 	return TypeUnknown
 }
 
-func (d *Describer) userName(uid uint32) string {
-	if n, ok := d.users[uid]; ok {
-		return n
+// names returns the user and group names of uid and gid, or their decimal
+// forms when the databases have none.
+func (d *Describer) names(uid, gid uint32) (string, string) {
+	d.mu.Lock()
+	u, uok := d.users[uid]
+	g, gok := d.groups[gid]
+	d.mu.Unlock()
+	if !uok {
+		u = strconv.FormatUint(uint64(uid), 10)
+		if usr, err := user.LookupId(u); err == nil {
+			u = usr.Username
+		}
 	}
-	n := strconv.FormatUint(uint64(uid), 10)
-	if u, err := user.LookupId(n); err == nil {
-		n = u.Username
+	if !gok {
+		g = strconv.FormatUint(uint64(gid), 10)
+		if grp, err := user.LookupGroupId(g); err == nil {
+			g = grp.Name
+		}
 	}
-	d.users[uid] = n
-	return n
-}
-
-func (d *Describer) groupName(gid uint32) string {
-	if n, ok := d.groups[gid]; ok {
-		return n
+	if !uok || !gok {
+		d.mu.Lock()
+		d.users[uid], d.groups[gid] = u, g
+		d.mu.Unlock()
 	}
-	n := strconv.FormatUint(uint64(gid), 10)
-	if g, err := user.LookupGroupId(n); err == nil {
-		n = g.Name
-	}
-	d.groups[gid] = n
-	return n
+	return u, g
 }
 
 // vanishedErr reports errors meaning the entry went away between listing

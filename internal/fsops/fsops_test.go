@@ -405,3 +405,70 @@ func TestList(t *testing.T) {
 		t.Errorf("list a symlink loop: %v, want ELOOP", err)
 	}
 }
+
+// A directory large enough to be described on several goroutines still
+// comes back in WalkDir order, and each entry matches its own lstat and
+// xattrs (a mix-up between workers would pair a name with another's data).
+func TestListLargeMatchesWalkDir(t *testing.T) {
+	dir := t.TempDir()
+	requireXattrs(t, dir)
+	for i := range 500 {
+		p := filepath.Join(dir, fmt.Sprintf("e%03d", (i*7)%500))
+		if i%50 == 0 {
+			if err := os.Mkdir(p, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			for j := range 3 {
+				if err := os.WriteFile(filepath.Join(p, fmt.Sprint("c", j)), nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			continue
+		}
+		if err := os.WriteFile(p, bytes.Repeat([]byte("x"), i), fs.FileMode(0o600+i%0o100)); err != nil {
+			t.Fatal(err)
+		}
+		if i%3 == 0 {
+			if err := fsmeta.Replace(p, map[string]string{"n": p}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	es, err := List(NewDescriber(), dir, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	err = filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
+		if err == nil && p != dir {
+			want = append(want, p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != len(want) {
+		t.Fatalf("%d entries, want %d", len(es), len(want))
+	}
+	for i, e := range es {
+		if e.Path != want[i] || e.Name != filepath.Base(want[i]) {
+			t.Fatalf("entry %d is %s (%s), want %s", i, e.Path, e.Name, want[i])
+		}
+		fi, err := os.Lstat(e.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Size != fi.Size() || e.Permissions != fi.Mode().String() || !e.ModTime.Equal(fi.ModTime()) || (e.Type == TypeDir) != fi.IsDir() {
+			t.Errorf("%s: size %d perms %s mtime %v dir %v; lstat says %d %s %v %v",
+				e.Path, e.Size, e.Permissions, e.ModTime, e.Type == TypeDir, fi.Size(), fi.Mode(), fi.ModTime(), fi.IsDir())
+		}
+		md, err := fsmeta.Read(e.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Metadata["n"] != md["n"] || len(e.Metadata) != len(md) {
+			t.Errorf("%s: metadata %v, want %v", e.Path, e.Metadata, md)
+		}
+	}
+}

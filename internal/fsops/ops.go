@@ -6,9 +6,15 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -168,44 +174,102 @@ func List(d *Describer, path string, depth int) ([]Entry, error) {
 		return nil, fmt.Errorf("resolve: %w", err)
 	}
 	var out []Entry
-	err = filepath.WalkDir(resolved, func(p string, de fs.DirEntry, err error) error {
-		if err != nil {
-			if vanishedErr(err) && p != resolved {
-				return nil
-			}
-			return err
-		}
-		if p == resolved {
-			return nil
-		}
-		rel, err := filepath.Rel(resolved, p)
-		if err != nil {
-			return err
-		}
-		level := strings.Count(rel, string(filepath.Separator)) + 1
-		info, err := de.Info()
-		if err != nil {
-			if vanishedErr(err) {
-				return nil
-			}
-			return err
-		}
-		e, err := d.FromInfo(p, info)
-		if err != nil {
-			if vanishedErr(err) {
-				return nil
-			}
-			return err
-		}
-		e.Path = filepath.Join(path, rel)
-		out = append(out, e)
-		if de.IsDir() && level >= depth {
-			return filepath.SkipDir
-		}
-		return nil
-	})
-	if err != nil {
+	if err := d.walk(&out, resolved, path, 1, depth); err != nil {
 		return nil, fmt.Errorf("walk %s: %w", path, err)
 	}
 	return out, nil
+}
+
+// walk appends the entries of the directory dir (its real path; wire is the
+// path the caller named it by) in lexical order, each followed by its own
+// entries while level < depth. Describing an entry costs an lstat and a
+// listxattr, so a directory's entries are described on GOMAXPROCS
+// goroutines; the order stays that of the sorted names.
+func (d *Describer) walk(out *[]Entry, dir, wire string, level, depth int) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return err
+	}
+	slices.Sort(names)
+	// fstatat on the open directory spares the kernel resolving dir again
+	// for every entry.
+	dfd := int(f.Fd())
+	entries := make([]Entry, len(names))
+	errs := make([]error, len(names))
+	describe := func(i int) {
+		name := names[i]
+		var st unix.Stat_t
+		err := ignoringEINTR(func() error { return unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) })
+		if err != nil {
+			errs[i] = &fs.PathError{Op: "lstat", Path: dir + "/" + name, Err: err}
+			return
+		}
+		entries[i], errs[i] = d.fromStat(join(dir, name), name, &st)
+	}
+	parallel(len(names), describe)
+	if *out == nil {
+		*out = make([]Entry, 0, len(names))
+	}
+	for i := range entries {
+		if err := errs[i]; err != nil {
+			if vanishedErr(err) {
+				continue
+			}
+			return err
+		}
+		e := entries[i]
+		real := e.Path
+		e.Path = join(wire, e.Name)
+		*out = append(*out, e)
+		if e.Type == TypeDir && e.SymlinkTarget == nil && level < depth {
+			if err := d.walk(out, real, e.Path, level+1, depth); err != nil && !(vanishedErr(err)) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func join(dir, name string) string {
+	if strings.HasSuffix(dir, "/") {
+		return dir + name
+	}
+	return dir + "/" + name
+}
+
+// minPerWorker keeps small directories on one goroutine, where starting
+// workers would cost more than it saves.
+const minPerWorker = 64
+
+// parallel calls f(0..n-1) on up to GOMAXPROCS goroutines.
+func parallel(n int, f func(int)) {
+	workers := min(runtime.GOMAXPROCS(0), n/minPerWorker)
+	if workers <= 1 {
+		for i := range n {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	const chunk = 32
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				start := int(next.Add(chunk)) - chunk
+				if start >= n {
+					return
+				}
+				for i := start; i < min(start+chunk, n); i++ {
+					f(i)
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
