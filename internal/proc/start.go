@@ -2,6 +2,7 @@ package proc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -138,12 +139,16 @@ func (m *Manager) Start(o StartOptions) (*Process, *Subscription, error) {
 	}
 	attr := &syscall.ProcAttr{Dir: dir, Env: env, Files: files, Sys: sys}
 	argv := append([]string{c.Cmd}, c.Args...)
-	pid, exit, err := m.reaper.Start(func() (int, error) { return syscall.ForkExec(path, argv, attr) })
+	pid, exit, err := m.reaper.Start(func() (int, error) { return forkExec(path, argv, attr) })
 	if err != nil {
 		if sub != nil {
 			sub.Close()
 		}
-		return fail(errorf(ErrInvalid, "error starting process '%s': %v", cmdline, err))
+		kind := ErrInvalid // the command's fault: not executable, bad interpreter, …
+		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.EAGAIN) {
+			kind = ErrInternal // envd's or the machine's limits
+		}
+		return fail(errorf(kind, "error starting process '%s': %v", cmdline, err))
 	}
 	p.pid, p.exit = pid, exit
 	if m.onFork != nil {
@@ -164,6 +169,33 @@ func (m *Manager) Start(o StartOptions) (*Process, *Subscription, error) {
 	}
 	go p.finish()
 	return p, sub, nil
+}
+
+// forkExec is syscall.ForkExec, except that running out of descriptors is
+// reported as that. The child moves ForkExec's status pipe (and any of its
+// fds below their target slot) just above the highest fd it is given; when
+// that fd is at the top of RLIMIT_NOFILE, which happens while other Starts
+// free lower fds concurrently, the move fails with a bare EBADF.
+func forkExec(path string, argv []string, attr *syscall.ProcAttr) (int, error) {
+	pid, err := syscall.ForkExec(path, argv, attr)
+	if errors.Is(err, syscall.EBADF) && !fdHeadroom(attr.Files) {
+		err = syscall.EMFILE
+	}
+	return pid, err
+}
+
+// fdHeadroom reports whether every fd the child may move its descriptors to
+// lies below the open-file limit.
+func fdHeadroom(files []uintptr) bool {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return true
+	}
+	var top uint64
+	for _, f := range files {
+		top = max(top, uint64(f))
+	}
+	return top+1+uint64(len(files)) < lim.Cur
 }
 
 // credential switches to the user when envd may: as root always (with the
