@@ -92,3 +92,36 @@ func BenchmarkStat(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMakeDirRemove is one MakeDir and one Remove RPC beside the raw
+// mkdir+rmdir of the same kind of path, measured in the same run.
+func BenchmarkMakeDirRemove(b *testing.B) {
+	dir := b.TempDir()
+	raw, wire := filepath.Join(dir, "raw"), filepath.Join(dir, "wire")
+	b.Run("raw-mkdir-rmdir", func(b *testing.B) {
+		for b.Loop() {
+			if err := os.Mkdir(raw, 0o755); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.Remove(raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	srv := envdtest.Start(b)
+	fs := client(srv, codecs[0].opts)
+	b.Run("wire-"+codecs[0].name, func(b *testing.B) {
+		for b.Loop() {
+			resp, err := fs.MakeDir(b.Context(), &fspb.MakeDirRequest{Path: wire})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if resp.GetEntry().GetType() != fspb.FileType_FILE_TYPE_DIRECTORY {
+				b.Fatalf("MakeDir answered %v", resp.GetEntry())
+			}
+			if _, err := fs.Remove(b.Context(), &fspb.RemoveRequest{Path: wire}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

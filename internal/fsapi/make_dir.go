@@ -13,10 +13,7 @@ func (s *Service) MakeDir(ctx context.Context, req *filesystem.MakeDirRequest) (
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	if err := fsops.MakeDir(p, u.UID, u.GID); err != nil {
-		return nil, toConnect(err)
-	}
-	e, err := fsops.NewDescriber().Describe(p)
+	e, err := fsops.NewDescriber().MakeDir(p, u.UID, u.GID)
 	if err != nil {
 		return nil, toConnect(err)
 	}

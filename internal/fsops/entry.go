@@ -71,7 +71,7 @@ func (d *Describer) Describe(path string) (Entry, error) {
 	if err := ignoringEINTR(func() error { return unix.Lstat(path, &st) }); err != nil {
 		return Entry{}, &fs.PathError{Op: "lstat", Path: path, Err: err}
 	}
-	return d.fromStat(path, filepath.Base(path), &st)
+	return d.fromStat(path, filepath.Base(path), &st, true)
 }
 
 // FromInfo builds the Entry of path from its lstat result.
@@ -81,12 +81,12 @@ func (d *Describer) FromInfo(path string, fi fs.FileInfo) (Entry, error) {
 		return Entry{}, fmt.Errorf("describe %s: no stat data", path)
 	}
 	u := unix.Stat_t{Mode: st.Mode, Uid: st.Uid, Gid: st.Gid, Size: st.Size, Mtim: unix.Timespec(st.Mtim)}
-	return d.fromStat(path, filepath.Base(path), &u)
+	return d.fromStat(path, filepath.Base(path), &u, true)
 }
 
 // fromStat builds the Entry of path, whose last element is name, from its
-// lstat result.
-func (d *Describer) fromStat(path, name string, st *unix.Stat_t) (Entry, error) {
+// lstat result; its user.e2b.* metadata only when withMeta.
+func (d *Describer) fromStat(path, name string, st *unix.Stat_t, withMeta bool) (Entry, error) {
 	mode := fileMode(st.Mode)
 	e := Entry{
 		Name:        name,
@@ -115,7 +115,7 @@ func (d *Describer) fromStat(path, name string, st *unix.Stat_t) (Entry, error) 
 		}
 		e.SymlinkTarget = &resolved
 	}
-	if !brokenLink {
+	if withMeta && !brokenLink {
 		md, err := fsmeta.Read(path)
 		if err != nil {
 			return Entry{}, fmt.Errorf("read metadata of %s: %w", path, err)

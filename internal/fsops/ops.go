@@ -101,20 +101,60 @@ func mkdirAll(path string, uid, gid uint32) (bool, error) {
 // MakeDir creates path and its missing parents owned by uid:gid (§9.2).
 // An existing directory is ErrExists; an existing non-directory ErrNotDir.
 func MakeDir(path string, uid, gid uint32) error {
-	if fi, err := os.Stat(path); err == nil {
-		if fi.IsDir() {
-			return fmt.Errorf("directory already exists: %s: %w", path, ErrExists)
-		}
-		return fmt.Errorf("path already exists but it is not a directory: %s: %w", path, ErrNotDir)
-	}
-	created, err := mkdirAll(path, uid, gid)
+	_, err := makeDir(path, uid, gid)
+	return err
+}
+
+// MakeDir is the package's MakeDir returning the new directory's Entry.
+func (d *Describer) MakeDir(path string, uid, gid uint32) (Entry, error) {
+	st, err := makeDir(path, uid, gid)
 	if err != nil {
-		return fmt.Errorf("create directory: %w", err)
+		return Entry{}, err
 	}
-	if !created {
-		return fmt.Errorf("directory already exists: %s: %w", path, ErrExists)
+	// No user.e2b.* attributes to read: a directory made this instant has
+	// none (user xattrs are not inherited).
+	return d.fromStat(path, filepath.Base(path), &st, false)
+}
+
+// makeDir tries mkdir first, the common case being a missing directory under
+// an existing parent; parents and the exists/not-a-directory distinction are
+// only looked at when mkdir says so. It returns the new directory's lstat,
+// which also tells whether the chown is needed at all.
+func makeDir(path string, uid, gid uint32) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	mkdir := func() error { return ignoringEINTR(func() error { return unix.Mkdir(path, 0o755) }) }
+	err := mkdir()
+	if errors.Is(err, unix.ENOENT) {
+		if err := MkdirAllOwned(filepath.Dir(filepath.Clean(path)), uid, gid); err != nil {
+			return st, fmt.Errorf("create directory: %w", err)
+		}
+		err = mkdir()
 	}
-	return nil
+	if errors.Is(err, unix.EEXIST) {
+		fi, serr := os.Stat(path)
+		switch {
+		case serr == nil && fi.IsDir():
+			return st, fmt.Errorf("directory already exists: %s: %w", path, ErrExists)
+		case serr == nil:
+			return st, fmt.Errorf("path already exists but it is not a directory: %s: %w", path, ErrNotDir)
+		}
+		err = unix.ENOTDIR // a dangling symlink
+	}
+	if err != nil {
+		return st, fmt.Errorf("create directory: %w", &fs.PathError{Op: "mkdir", Path: path, Err: err})
+	}
+	if err := ignoringEINTR(func() error { return unix.Lstat(path, &st) }); err != nil {
+		return st, fmt.Errorf("create directory: %w", &fs.PathError{Op: "lstat", Path: path, Err: err})
+	}
+	// The acting user is often envd's own (root): then mkdir already gave
+	// the right owner, unless a setgid parent chose the group.
+	if st.Uid != uid || st.Gid != gid {
+		if err := os.Lchown(path, int(uid), int(gid)); err != nil {
+			return st, fmt.Errorf("create directory: chown new directory: %w", err)
+		}
+		st.Uid, st.Gid = uid, gid
+	}
+	return st, nil
 }
 
 // Move renames src to dst, first creating dst's missing parents owned by
@@ -135,15 +175,22 @@ func Move(src, dst string, uid, gid uint32) error {
 
 // Remove deletes path recursively. A missing path is success; a path whose
 // parent is not a directory is not "missing" but an error (ENOTDIR).
+// rmdir, then unlink, are tried before the full RemoveAll: one syscall for
+// an empty directory, two for a file.
 func Remove(path string) error {
 	if filepath.Clean(path) == "/" {
 		return ErrRemoveRoot
 	}
-	if _, err := os.Lstat(path); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
+	err := ignoringEINTR(func() error { return unix.Rmdir(path) })
+	if errors.Is(err, unix.ENOTDIR) {
+		err = ignoringEINTR(func() error { return unix.Unlink(path) })
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("remove: %w", &fs.PathError{Op: "unlink", Path: path, Err: err})
 		}
-		return fmt.Errorf("remove: %w", err)
+	}
+	switch {
+	case err == nil, errors.Is(err, unix.ENOENT):
+		return nil
 	}
 	if err := os.RemoveAll(path); err != nil {
 		return fmt.Errorf("remove: %w", err)
@@ -209,7 +256,7 @@ func (d *Describer) walk(out *[]Entry, dir, wire string, level, depth int) error
 			errs[i] = &fs.PathError{Op: "lstat", Path: dir + "/" + name, Err: err}
 			return
 		}
-		entries[i], errs[i] = d.fromStat(join(dir, name), name, &st)
+		entries[i], errs[i] = d.fromStat(join(dir, name), name, &st, true)
 	}
 	parallel(len(names), describe)
 	if *out == nil {
