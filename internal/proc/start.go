@@ -110,6 +110,7 @@ func (m *Manager) Start(o StartOptions) (*Process, *Subscription, error) {
 			if err != nil {
 				return fail(errorf(ErrInternal, "create stdin pipe: %v", err))
 			}
+			setPipeSize(w) // the client's writes land at once while the process catches up
 			stdin, p.stdin = r, w
 		} else if stdin, err = os.Open(os.DevNull); err != nil {
 			return fail(errorf(ErrInternal, "open %s: %v", os.DevNull, err))
@@ -121,11 +122,7 @@ func (m *Manager) Start(o StartOptions) (*Process, *Subscription, error) {
 			if err != nil {
 				return fail(errorf(ErrInternal, "create output pipe: %v", err))
 			}
-			// Best effort: a smaller pipe only means more, smaller reads.
-			_ = control(r, func(fd int) error {
-				_, err := unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, pipeSize)
-				return err
-			})
+			setPipeSize(r)
 			p.outputs = append(p.outputs, r)
 			childFiles = append(childFiles, w)
 			files = append(files, w.Fd())
@@ -169,6 +166,16 @@ func (m *Manager) Start(o StartOptions) (*Process, *Subscription, error) {
 	}
 	go p.finish()
 	return p, sub, nil
+}
+
+// setPipeSize enlarges a pipe to pipeSize. Best effort: a smaller pipe only
+// means more, smaller reads and writes (the kernel refuses beyond
+// fs.pipe-max-size or a user's pipe quota).
+func setPipeSize(f *os.File) {
+	_ = control(f, func(fd int) error {
+		_, err := unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, pipeSize)
+		return err
+	})
 }
 
 // forkExec is syscall.ForkExec, except that running out of descriptors is
