@@ -32,6 +32,9 @@ type Env struct {
 // LookupUser resolves a user through the cache every request shares.
 func (e *Env) LookupUser(name string) (*User, error) { return e.users.Lookup(name) }
 
+// Names returns the names of uid and gid through the same cache.
+func (e *Env) Names(uid, gid uint32) (userName, groupName string) { return e.users.Names(uid, gid) }
+
 // NewEnv starts with default user root, no workdir and the given PATH, which
 // every process inherits (envd's own PATH, §8.5 step 1).
 func NewEnv(path string) *Env {

@@ -99,3 +99,33 @@ func TestUsersCacheSeesDatabaseChanges(t *testing.T) {
 		t.Fatalf("unknown user: %v", err)
 	}
 }
+
+func TestUsersNamesCachedPerDatabaseVersion(t *testing.T) {
+	dir := t.TempDir()
+	passwd, group := dir+"/passwd", dir+"/group"
+	for _, p := range []string{passwd, group} {
+		if err := os.WriteFile(p, []byte("root:x:0:0:root:/root:/bin/bash\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &Users{PasswdPath: passwd, GroupPath: group}
+	// The names come from the system's databases; the files above only
+	// version the cache.
+	if u, g := c.Names(0, 0); u != "root" || g != "root" {
+		t.Fatalf("Names(0, 0) = %q, %q", u, g)
+	}
+	const unnamed = 4000000001
+	if u, g := c.Names(unnamed, unnamed); u != "4000000001" || g != "4000000001" {
+		t.Fatalf("Names of an id without a name = %q, %q", u, g)
+	}
+	if len(c.uidNames) != 2 || len(c.gidNames) != 2 {
+		t.Fatalf("cache holds %v and %v, want both answers", c.uidNames, c.gidNames)
+	}
+	if err := os.WriteFile(passwd, []byte("root:x:0:0:root:/root:/bin/sh\nu:x:5:5::/:/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.Names(0, 0)
+	if len(c.uidNames) != 1 {
+		t.Fatalf("cache kept %v across a passwd change", c.uidNames)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/envd-dev/envd/internal/fsops"
 	"github.com/envd-dev/envd/internal/fswatch"
 	"github.com/envd-dev/envd/internal/gen/filesystem"
 )
@@ -56,7 +55,7 @@ func (s *Service) CreateWatcher(ctx context.Context, req *filesystem.CreateWatch
 	s.wg.Add(1)
 	s.mu.Unlock()
 
-	conv := eventConverter{root: root, includeEntry: req.GetIncludeEntry(), describer: fsops.NewDescriber()}
+	conv := eventConverter{root: root, includeEntry: req.GetIncludeEntry(), describer: s.describer()}
 	go func() {
 		defer s.wg.Done()
 		if err := pw.collect(w, conv, s.MaxPending); err != nil {

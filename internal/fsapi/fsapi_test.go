@@ -8,8 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"golang.org/x/sys/unix"
@@ -403,4 +405,45 @@ func TestNonUTF8Names(t *testing.T) {
 		until(t, st, named(strings.ToValidUTF8(name, "\uFFFD"), fspb.EventType_EVENT_TYPE_CREATE))
 	}
 	healthy(t, srv, dir)
+}
+
+// Owner names are cached across requests, but a change of the user database
+// shows in the next answer.
+func TestOwnerNameFollowsUserDatabase(t *testing.T) {
+	srv := envdtest.Start(t)
+	u := testUser(t)
+	fs := client(srv, nil)
+	path := filepath.Join(t.TempDir(), "owned")
+	mustWrite(t, path, "x")
+	uid, _ := strconv.Atoi(u.Uid)
+	if err := os.Chown(path, uid, 0); err != nil {
+		t.Fatal(err)
+	}
+	owner := func() string {
+		t.Helper()
+		st, err := fs.Stat(t.Context(), &fspb.StatRequest{Path: path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.GetEntry().GetOwner()
+	}
+	if got := owner(); got != u.Username {
+		t.Fatalf("owner %q, want %q", got, u.Username)
+	}
+	renamed := u.Username + "r"
+	for attempt := 0; ; attempt++ {
+		out, err := exec.Command("usermod", "--login", renamed, u.Username).CombinedOutput()
+		if err == nil {
+			break
+		}
+		if attempt < 50 && bytes.Contains(out, []byte("lock")) {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		t.Fatalf("usermod: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("userdel", "--remove", renamed).Run() })
+	if got := owner(); got != renamed {
+		t.Errorf("owner after rename %q, want %q", got, renamed)
+	}
 }

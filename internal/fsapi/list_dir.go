@@ -15,7 +15,7 @@ func (s *Service) ListDir(ctx context.Context, req *filesystem.ListDirRequest) (
 	}
 	// uint32 → int: depth beyond any real tree just means "everything".
 	depth := int(min(req.GetDepth(), 1<<20))
-	entries, err := fsops.List(fsops.NewDescriber(), p, depth)
+	entries, err := fsops.List(s.describer(), p, depth)
 	if err != nil {
 		return nil, toConnect(err)
 	}

@@ -3,7 +3,6 @@ package fsapi
 import (
 	"context"
 
-	"github.com/envd-dev/envd/internal/fsops"
 	"github.com/envd-dev/envd/internal/gen/filesystem"
 )
 
@@ -13,7 +12,7 @@ func (s *Service) MakeDir(ctx context.Context, req *filesystem.MakeDirRequest) (
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	e, err := fsops.NewDescriber().MakeDir(p, u.UID, u.GID)
+	e, err := s.describer().MakeDir(p, u.UID, u.GID)
 	if err != nil {
 		return nil, toConnect(err)
 	}

@@ -23,7 +23,7 @@ func (s *Service) Move(ctx context.Context, req *filesystem.MoveRequest) (*files
 	if err := fsops.Move(src, dst, u.UID, u.GID); err != nil {
 		return nil, toConnect(err)
 	}
-	e, err := fsops.NewDescriber().Describe(dst)
+	e, err := s.describer().Describe(dst)
 	if err != nil {
 		return nil, toConnect(err)
 	}

@@ -102,3 +102,7 @@ func (s *Service) resolve(ctx context.Context, raw string, emptyOK bool) (string
 	}
 	return p, u, nil
 }
+
+// describer is one request's Describer; its user and group names come from
+// the cache every request shares, which follows /etc/passwd and /etc/group.
+func (s *Service) describer() *fsops.Describer { return fsops.NewDescriberNames(s.env.Names) }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/envd-dev/envd/internal/fsops"
 	"github.com/envd-dev/envd/internal/gen/filesystem"
 )
 
@@ -14,7 +13,7 @@ func (s *Service) Stat(ctx context.Context, req *filesystem.StatRequest) (*files
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	e, err := fsops.NewDescriber().Describe(p)
+	e, err := s.describer().Describe(p)
 	if err != nil {
 		return nil, toConnect(fmt.Errorf("stat: %w", err))
 	}

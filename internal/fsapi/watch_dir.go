@@ -43,7 +43,7 @@ func (s *Service) WatchDir(ctx context.Context, req *filesystem.WatchDirRequest,
 	}
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
-	conv := eventConverter{root: root, includeEntry: req.GetIncludeEntry(), describer: fsops.NewDescriber()}
+	conv := eventConverter{root: root, includeEntry: req.GetIncludeEntry(), describer: s.describer()}
 	for {
 		select {
 		case ev, ok := <-w.Events():

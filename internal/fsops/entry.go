@@ -58,11 +58,18 @@ type Describer struct {
 	users  map[uint32]string
 	groups map[uint32]string
 	perms  map[fs.FileMode]string // FileMode.String allocates; a listing has few distinct modes
+	lookup func(uid, gid uint32) (string, string)
 }
 
-// NewDescriber returns a Describer with empty caches.
-func NewDescriber() *Describer {
-	return &Describer{users: map[uint32]string{}, groups: map[uint32]string{}, perms: map[fs.FileMode]string{}}
+// NewDescriber returns a Describer with empty caches that reads the user
+// and group databases itself.
+func NewDescriber() *Describer { return NewDescriberNames(lookupNames) }
+
+// NewDescriberNames returns a Describer that asks names for the user and
+// group names it has not cached yet, e.g. a cache shared across requests.
+// names must be safe for concurrent use.
+func NewDescriberNames(names func(uid, gid uint32) (userName, groupName string)) *Describer {
+	return &Describer{users: map[uint32]string{}, groups: map[uint32]string{}, perms: map[fs.FileMode]string{}, lookup: names}
 }
 
 // Describe builds the Entry of path from lstat(path), as §9.1 says.
@@ -183,29 +190,32 @@ func typeOf(m fs.FileMode) Type {
 	return TypeUnknown
 }
 
-// names returns the user and group names of uid and gid, or their decimal
-// forms when the databases have none.
+// names returns the user and group names of uid and gid.
 func (d *Describer) names(uid, gid uint32) (string, string) {
 	d.mu.Lock()
 	u, uok := d.users[uid]
 	g, gok := d.groups[gid]
 	d.mu.Unlock()
-	if !uok {
-		u = strconv.FormatUint(uint64(uid), 10)
-		if usr, err := user.LookupId(u); err == nil {
-			u = usr.Username
-		}
+	if uok && gok {
+		return u, g
 	}
-	if !gok {
-		g = strconv.FormatUint(uint64(gid), 10)
-		if grp, err := user.LookupGroupId(g); err == nil {
-			g = grp.Name
-		}
+	u, g = d.lookup(uid, gid)
+	d.mu.Lock()
+	d.users[uid], d.groups[gid] = u, g
+	d.mu.Unlock()
+	return u, g
+}
+
+// lookupNames reads the databases: the names, or the decimal ids when
+// there are none.
+func lookupNames(uid, gid uint32) (string, string) {
+	u := strconv.FormatUint(uint64(uid), 10)
+	if usr, err := user.LookupId(u); err == nil {
+		u = usr.Username
 	}
-	if !uok || !gok {
-		d.mu.Lock()
-		d.users[uid], d.groups[gid] = u, g
-		d.mu.Unlock()
+	g := strconv.FormatUint(uint64(gid), 10)
+	if grp, err := user.LookupGroupId(g); err == nil {
+		g = grp.Name
 	}
 	return u, g
 }
