@@ -36,8 +36,8 @@ const chunkSize = 256 << 10
 // queued interactive output holds only its own bytes.
 const smallChunk = 16 << 10
 
-// pipeSize is what output pipes are enlarged to, so a writer rarely waits on
-// envd's reader and one read finds plenty.
+// pipeSize is what busy pipes are enlarged to, so a writer rarely waits on
+// its reader and one read finds plenty.
 const pipeSize = 1 << 20
 
 // subscriberQueue bounds what a slow subscriber may hold: beyond it the
@@ -102,6 +102,8 @@ type Process struct {
 	inMu  sync.Mutex
 	stdin *os.File // pipe write end, or the pty master; nil once closed or disabled
 	tty   *os.File // pty master, for resizing; nil for pipes
+
+	stdinWritten int // guarded by inMu; counted up to growAfter only
 
 	mu   sync.Mutex
 	subs []*subscriber // replaced, never mutated in place, so readers iterate without the lock
@@ -202,8 +204,17 @@ func (p *Process) pump(f *os.File, stream Stream) {
 	if err != nil {
 		return
 	}
+	total := 0
+	if stream == PTY {
+		total = growAfter // a pty's buffer cannot be resized
+	}
 	for {
 		c, err := p.read(rc, stream)
+		if total < growAfter {
+			if total += len(c.Data); total >= growAfter {
+				setPipeSize(f)
+			}
+		}
 		if len(c.Data) > 0 {
 			if subs := p.subscribers(); len(subs) > 0 {
 				if c.buf != nil {
@@ -351,6 +362,13 @@ func (p *Process) write(ctx context.Context, b []byte, what, closedMsg string) e
 	f := p.stdin
 	if f == nil {
 		return errorf(ErrPrecondition, "%s", closedMsg)
+	}
+	if !p.isPTY && p.stdinWritten < growAfter {
+		// A busy stdin gets a big pipe, so the client's writes land at once
+		// while the process catches up.
+		if p.stdinWritten += len(b); p.stdinWritten >= growAfter {
+			setPipeSize(f)
+		}
 	}
 	// The descriptor is non-blocking, so a deadline interrupts a write the
 	// process never drains once the caller gives up.

@@ -110,7 +110,6 @@ func (m *Manager) Start(o StartOptions) (*Process, *Subscription, error) {
 			if err != nil {
 				return fail(errorf(ErrInternal, "create stdin pipe: %v", err))
 			}
-			setPipeSize(w) // the client's writes land at once while the process catches up
 			stdin, p.stdin = r, w
 		} else if stdin, err = os.Open(os.DevNull); err != nil {
 			return fail(errorf(ErrInternal, "open %s: %v", os.DevNull, err))
@@ -122,7 +121,6 @@ func (m *Manager) Start(o StartOptions) (*Process, *Subscription, error) {
 			if err != nil {
 				return fail(errorf(ErrInternal, "create output pipe: %v", err))
 			}
-			setPipeSize(r)
 			p.outputs = append(p.outputs, r)
 			childFiles = append(childFiles, w)
 			files = append(files, w.Fd())
@@ -177,6 +175,12 @@ func setPipeSize(f *os.File) {
 		return err
 	})
 }
+
+// growAfter is how much must have gone through a pipe before it is enlarged:
+// only busy pipes get the bigger ring (each 1 MiB pipe costs the kernel a
+// 10 KiB slot array even when empty, which thousands of idle processes would
+// otherwise pay).
+const growAfter = 64 << 10
 
 // forkExec is syscall.ForkExec, except that running out of descriptors is
 // reported as that. The child moves ForkExec's status pipe (and any of its
