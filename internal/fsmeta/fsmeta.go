@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -84,6 +85,26 @@ func Replace(path string, md map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// ListSizeAt returns the size of the xattr name list of name in the open
+// directory dirfd, following symlinks: 0 means no attributes at all. It
+// uses listxattrat(2), Linux 6.13 and later; older kernels give ENOSYS.
+func ListSizeAt(dirfd int, name string) (int, error) {
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return 0, err
+	}
+	for {
+		n, _, errno := unix.Syscall6(unix.SYS_LISTXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)), 0, 0, 0, 0)
+		switch errno {
+		case 0:
+			return int(n), nil
+		case unix.EINTR:
+			continue
+		}
+		return 0, fmt.Errorf("list xattrs: %w", errno)
+	}
 }
 
 func isUnsupported(err error) bool {

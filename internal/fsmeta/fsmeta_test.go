@@ -77,3 +77,43 @@ func TestReadMissingFile(t *testing.T) {
 		t.Fatalf("want ENOENT, got %v", err)
 	}
 }
+
+func TestListSizeAt(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"plain", "tagged"} {
+		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := Replace(filepath.Join(dir, "tagged"), map[string]string{"k": "v"}); err != nil {
+		if errors.Is(err, ErrUnsupported) {
+			t.Skip("the test filesystem has no user xattrs")
+		}
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	n, err := ListSizeAt(fd, "tagged")
+	if errors.Is(err, unix.ENOSYS) {
+		t.Skip("listxattrat(2) needs Linux 6.13")
+	}
+	if err != nil || n < len(Prefix+"k")+1 {
+		t.Errorf("ListSizeAt(tagged) = %d, %v; want at least %d", n, err, len(Prefix+"k")+1)
+	}
+	if n, err := ListSizeAt(fd, "plain"); err != nil {
+		t.Errorf("ListSizeAt(plain): %v", err)
+	} else if n != 0 {
+		// Some filesystems add security.* attributes to every file; then
+		// the size is theirs, not user.e2b.*.
+		names, _ := list(filepath.Join(dir, "plain"))
+		if len(names) == 0 {
+			t.Errorf("ListSizeAt(plain) = %d, want 0", n)
+		}
+	}
+	if _, err := ListSizeAt(fd, "missing"); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("ListSizeAt(missing): %v, want ENOENT", err)
+	}
+}

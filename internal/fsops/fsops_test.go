@@ -434,17 +434,27 @@ func TestListLargeMatchesWalkDir(t *testing.T) {
 			}
 		}
 	}
-	es, err := List(NewDescriber(), dir, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var want []string
-	err = filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
+	err := filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
 		if err == nil && p != dir {
 			want = append(want, p)
 		}
 		return err
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both ways of reading metadata: listxattrat first, and the path-only
+	// fallback kernels before 6.13 get.
+	withoutAt := NewDescriber()
+	withoutAt.noXattrAt.Store(true)
+	for _, d := range []*Describer{NewDescriber(), withoutAt} {
+		listMatches(t, d, dir, want)
+	}
+}
+
+func listMatches(t *testing.T, d *Describer, dir string, want []string) {
+	es, err := List(d, dir, 2)
 	if err != nil {
 		t.Fatal(err)
 	}

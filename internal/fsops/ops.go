@@ -113,7 +113,7 @@ func (d *Describer) MakeDir(path string, uid, gid uint32) (Entry, error) {
 	}
 	// No user.e2b.* attributes to read: a directory made this instant has
 	// none (user xattrs are not inherited).
-	return d.fromStat(path, filepath.Base(path), &st, false)
+	return d.fromStat(path, filepath.Base(path), &st, metaNone)
 }
 
 // makeDir tries mkdir first, the common case being a missing directory under
@@ -256,7 +256,7 @@ func (d *Describer) walk(out *[]Entry, dir, wire string, level, depth int) error
 			errs[i] = &fs.PathError{Op: "lstat", Path: dir + "/" + name, Err: err}
 			return
 		}
-		entries[i], errs[i] = d.fromStat(join(dir, name), name, &st, true)
+		entries[i], errs[i] = d.fromStat(join(dir, name), name, &st, dfd)
 	}
 	parallel(len(names), describe)
 	if *out == nil {
