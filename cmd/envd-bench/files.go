@@ -211,24 +211,12 @@ func (b *bench) download(ctx context.Context) []row {
 	}
 	var envd, limit rates
 	for range b.sz.reps {
-		v := newVerifier(data)
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.triv.url+"/download?path="+url.QueryEscape(p), nil)
-		t0 := time.Now()
-		err := b.doTrivial(req, v)
-		dl := time.Since(t0)
-		if err == nil {
-			err = v.check(n)
-		}
+		dl, err := timedCheck(data, n, func(v *verifier) error { return b.doTrivial(req, v) })
 		if err != nil {
 			return []row{errRow(name, t, fmt.Errorf("limit: %w", err))}
 		}
-		v = newVerifier(data)
-		t0 = time.Now()
-		err = b.getFiles(ctx, p, false, v)
-		de := time.Since(t0)
-		if err == nil {
-			err = v.check(n)
-		}
+		de, err := timedCheck(data, n, func(v *verifier) error { return b.getFiles(ctx, p, false, v) })
 		if err != nil {
 			return []row{errRow(name, t, err)}
 		}
@@ -293,23 +281,11 @@ func (b *bench) gzipDownload(ctx context.Context) []row {
 	}
 	var envd, limit rates
 	for range b.sz.reps {
-		v := newVerifier(pattern)
-		t0 := time.Now()
-		err := gzipPipe(pattern, n, v)
-		dl := time.Since(t0)
-		if err == nil {
-			err = v.check(n)
-		}
+		dl, err := timedCheck(pattern, n, func(v *verifier) error { return gzipPipe(pattern, n, v) })
 		if err != nil {
 			return []row{errRow(name, t, fmt.Errorf("limit: %w", err))}
 		}
-		v = newVerifier(pattern)
-		t0 = time.Now()
-		err = b.getFiles(ctx, p, true, v)
-		de := time.Since(t0)
-		if err == nil {
-			err = v.check(n)
-		}
+		de, err := timedCheck(pattern, n, func(v *verifier) error { return b.getFiles(ctx, p, true, v) })
 		if err != nil {
 			return []row{errRow(name, t, err)}
 		}

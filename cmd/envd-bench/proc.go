@@ -320,16 +320,16 @@ func (b *bench) ptyStream(ctx context.Context) []row {
 		if err != nil {
 			return []row{errRow(name, t, fmt.Errorf("limit: %w", err))}
 		}
-		v = newVerifier(zeroPattern())
 		req := startReq("head", "-c", fmt.Sprint(n), "/dev/zero")
 		req.Stdin = nil
 		req.Pty = &process.PTY{Size: &process.PTY_Size{Cols: 80, Rows: 24}}
-		t0 := time.Now()
-		res, err := b.startRun(ctx, req, v, nil)
-		de := time.Since(t0)
-		if err == nil {
-			err = errors.Join(res.ok(), v.check(n))
-		}
+		de, err := timedCheck(zeroPattern(), n, func(v *verifier) error {
+			res, err := b.startRun(ctx, req, v, nil)
+			if err != nil {
+				return err
+			}
+			return res.ok()
+		})
 		if err != nil {
 			return []row{errRow(name, t, err)}
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"time"
 )
 
 // verifier is an io.Writer that checks every byte it is given against the
@@ -49,3 +50,16 @@ func (v *verifier) check(want int64) error {
 
 // zeroPattern is the expected content of /dev/zero.
 func zeroPattern() []byte { return make([]byte, 1<<16) }
+
+// timedCheck runs move with a fresh verifier of pattern and returns how long
+// it took; an error when move failed or did not deliver exactly n expected bytes.
+func timedCheck(pattern []byte, n int64, move func(*verifier) error) (time.Duration, error) {
+	v := newVerifier(pattern)
+	t0 := time.Now()
+	err := move(v)
+	d := time.Since(t0)
+	if err == nil {
+		err = v.check(n)
+	}
+	return d, err
+}
