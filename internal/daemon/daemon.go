@@ -99,6 +99,10 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
+	var fresh freshConns
+	srv.ConnState = fresh.track
+	// Runs once Shutdown has closed the listener.
+	srv.RegisterOnShutdown(fresh.closeAll)
 	d.startVM(ctx, srv)
 	defer d.stopVM()
 
