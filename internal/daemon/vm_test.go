@@ -452,42 +452,29 @@ func TestMemoryHogOOMKilled(t *testing.T) {
 // A client that opened a connection and sent nothing must not hold shutdown:
 // net/http alone waits 5 s for such a connection.
 func TestShutdownDoesNotWaitForUnusedConnections(t *testing.T) {
-	cfg, err := config.Parse([]string{"-isnotfc", "-no-cgroups"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := daemon.New(cfg, daemon.Build{Version: "test"}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Serve(ctx, ln) }()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	s := envdtest.Start(t)
+	host := strings.TrimPrefix(s.URL, "http://")
+	c, err := net.Dial("tcp", host)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	// Wait until the server has accepted it (a request on another
 	// connection is answered only after the accept loop ran again).
-	resp, err := http.Get("http://" + ln.Addr().String() + "/health")
+	resp, err := s.Client.Get(s.URL + "/health")
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	http.DefaultClient.CloseIdleConnections()
-	cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.Stop() }()
 	// Shutdown closes it at once; left to net/http it would stay open for
 	// 5 s, past this deadline (a functional bound, far from any timing noise).
 	c.SetReadDeadline(time.Now().Add(2500 * time.Millisecond))
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Fatalf("unused connection during shutdown: read gave %v, want EOF", err)
 	}
-	if err := <-done; err != nil {
+	if err := <-stopped; err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
 }

@@ -4,9 +4,11 @@ package envdtest
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,11 +16,22 @@ import (
 	"github.com/envd-dev/envd/internal/daemon"
 )
 
-// Server is a running daemon. It stops when the test ends.
+// Server is a running daemon. It stops when the test ends, or at Stop.
 type Server struct {
 	URL    string
 	Daemon *daemon.Daemon
 	Client *http.Client // HTTP/1.1, as the SDKs and the host agent use
+
+	stopOnce sync.Once
+	stop     func() error
+	stopErr  error
+}
+
+// Stop shuts the daemon down as SIGTERM would and returns what Serve
+// returned. Later calls return the same result.
+func (s *Server) Stop() error {
+	s.stopOnce.Do(func() { s.stopErr = s.stop() })
+	return s.stopErr
 }
 
 // Start runs a daemon configured as with --isnotfc --no-cgroups on
@@ -46,22 +59,27 @@ func Start(t testing.TB, mutate ...func(*config.Config)) *Server {
 	done := make(chan error, 1)
 	go func() { done <- d.Serve(ctx, ln) }()
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
-	t.Cleanup(func() {
-		// A dialled but never used client connection holds a graceful
-		// shutdown for 5 s (net/http treats new conns as busy until then).
-		tr.CloseIdleConnections()
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("daemon did not shut down within 10s")
-		}
-	})
-	return &Server{
+	s := &Server{
 		URL:    "http://" + ln.Addr().String(),
 		Daemon: d,
 		Client: &http.Client{Transport: tr},
+		stop: func() error {
+			tr.CloseIdleConnections()
+			cancel()
+			select {
+			case err := <-done:
+				return err
+			case <-time.After(10 * time.Second):
+				return errors.New("daemon did not shut down within 10s")
+			}
+		},
 	}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
 }
 
 // testWriter sends daemon logs to the test log, so they show only on failure.
