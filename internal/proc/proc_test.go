@@ -28,22 +28,10 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 type fixture struct {
 	m     *proc.Manager
 	env   *execenv.Env
-	clock *clock
+	clock *envdtest.Clock
 	user  *execenv.User
 }
 
@@ -57,8 +45,8 @@ func newFixture(t *testing.T, mutate ...func(*proc.Options)) *fixture {
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
 	env := execenv.NewEnv(os.Getenv("PATH"))
-	c := &clock{t: time.Unix(1_000_000, 0)}
-	o := proc.Options{Reaper: r, Env: env, Now: c.now}
+	c := envdtest.NewClock()
+	o := proc.Options{Reaper: r, Env: env, Now: c.Now}
 	for _, fn := range mutate {
 		fn(&o)
 	}
@@ -376,11 +364,11 @@ func TestRetention(t *testing.T) {
 			t.Fatalf("GetRetained(%+v) = %v, %v", s, q, err)
 		}
 	}
-	f.clock.add(proc.DefaultRetention - time.Second)
+	f.clock.Add(proc.DefaultRetention - time.Second)
 	if _, err := f.m.GetRetained(sel); err != nil {
 		t.Fatalf("just before expiry: %v", err)
 	}
-	f.clock.add(time.Second)
+	f.clock.Add(time.Second)
 	_, err := f.m.GetRetained(sel)
 	if want := fmt.Sprintf("process with pid %d not found", p.Pid()); !errors.Is(err, proc.ErrNotFound) || err.Error() != want {
 		t.Fatalf("after expiry: %v", err)

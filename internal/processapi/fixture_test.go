@@ -10,9 +10,7 @@ import (
 	"os"
 	"os/user"
 	"strconv"
-	"sync"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
 
@@ -31,18 +29,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // server is the Process service alone on an httptest server, with the Basic
 // user middleware in front as in the daemon, and an injectable clock.
 type server struct {
@@ -52,7 +38,7 @@ type server struct {
 	json   processconnect.ProcessClient // Connect JSON, as the SDKs
 	env    *execenv.Env
 	procs  *proc.Manager
-	clock  *clock
+	clock  *envdtest.Clock
 }
 
 func newServer(t testing.TB) *server {
@@ -65,8 +51,8 @@ func newServer(t testing.TB) *server {
 	reaped := make(chan struct{})
 	go func() { r.Run(ctx); close(reaped) }()
 	env := execenv.NewEnv(os.Getenv("PATH"))
-	c := &clock{t: time.Unix(1_000_000, 0)}
-	m := proc.NewManager(proc.Options{Reaper: r, Env: env, Now: c.now})
+	c := envdtest.NewClock()
+	m := proc.NewManager(proc.Options{Reaper: r, Env: env, Now: c.Now})
 	mux := http.NewServeMux()
 	mux.Handle(processconnect.NewProcessHandler(processapi.New(m, env, slog.New(slog.DiscardHandler)), processapi.HandlerOptions()...))
 	hs := httptest.NewServer(auth.BasicUser(env, mux))

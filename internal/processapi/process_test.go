@@ -357,7 +357,7 @@ func TestExitRetention(t *testing.T) {
 		t.Fatalf("exited process listed: %v", list)
 	}
 
-	s.clock.add(30 * time.Second)
+	s.clock.Add(30 * time.Second)
 	cs, err := s.json.Connect(t.Context(), &pb.ConnectRequest{Process: &pb.ProcessSelector{Selector: &pb.ProcessSelector_Pid{Pid: ev.pid}}})
 	if err == nil {
 		_, err = drain[*pb.ConnectResponse](t, cs)
