@@ -190,11 +190,11 @@ func (f *Freezer) GuestFrozen() []string {
 	return out
 }
 
-// Adopt takes over the state of the envd that froze the workload before
+// Restore takes over the state of the envd that froze the workload before
 // handing over to this one: its guest-frozen record, and a freeze of ours in
 // effect, so the next thaw walks the whole tree but leaves those cgroups be.
 // The watchdog is armed as after a freeze.
-func (f *Freezer) Adopt(guestFrozen []string) {
+func (f *Freezer) Restore(guestFrozen []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.guest = map[string]bool{}
@@ -275,7 +275,39 @@ func (f *Freezer) Freeze(ctx context.Context, o Options) (Result, error) {
 		}
 	}
 	defer func() { <-f.lock }()
+	return f.freezeLocked(ctx, o)
+}
 
+// Lock takes the freezer's lock, for a caller that must keep every other
+// freeze and thaw out across several steps (a live upgrade, from its freeze
+// to the execve); it then uses FreezeLocked and ThawLocked.
+func (f *Freezer) Lock() { f.lock <- struct{}{} }
+
+// Unlock releases the lock taken by Lock.
+func (f *Freezer) Unlock() { <-f.lock }
+
+// FreezeLocked is the strict legacy freeze of a live upgrade, under Lock: it
+// fails unless every cgroup it wrote reads frozen within wait. Without
+// cgroups there is nothing to freeze and it succeeds.
+func (f *Freezer) FreezeLocked(wait time.Duration) error {
+	if f.root == "" {
+		return nil
+	}
+	res, err := f.freezeLocked(context.Background(), Options{Mode: Legacy, MaxWait: max(wait, time.Millisecond)})
+	if err != nil {
+		return err
+	}
+	if res.Failed > 0 || res.Frozen != res.Requested {
+		return fmt.Errorf("freeze: %d of %d cgroups frozen, %d errors", res.Frozen, res.Requested, res.Failed)
+	}
+	return nil
+}
+
+// ThawLocked is Thaw under Lock. The OnThaw hooks do not run: the caller
+// holds the lock and knows what it thawed.
+func (f *Freezer) ThawLocked() error { return f.thawLocked() }
+
+func (f *Freezer) freezeLocked(ctx context.Context, o Options) (Result, error) {
 	start := time.Now()
 	res := Result{Mode: Legacy}
 	addressable := f.root != ""

@@ -352,7 +352,7 @@ func TestRefreezeDoesNotRecordOwnFreezes(t *testing.T) {
 	}
 }
 
-func TestAdoptKeepsGuestRecordAcrossHandover(t *testing.T) {
+func TestRestoreKeepsGuestRecordAcrossHandover(t *testing.T) {
 	root := testRoot(t)
 	tree(t, root)
 	if err := cgroup.SetFreeze(filepath.Join(root, "docker/ctr"), true); err != nil {
@@ -363,7 +363,7 @@ func TestAdoptKeepsGuestRecordAcrossHandover(t *testing.T) {
 		t.Fatal(err)
 	}
 	next := New(Config{Root: root, Self: filepath.Join(root, "envd")})
-	next.Adopt(old.GuestFrozen())
+	next.Restore(old.GuestFrozen())
 	if err := next.Thaw(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -414,11 +414,11 @@ func TestLockTimeoutAndCancelledWait(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 
-	f.lock <- struct{}{} // someone else holds it
+	f.Lock() // as a live upgrade does
 	if _, err := f.Freeze(ctx, Options{MaxWait: time.Second}); !errors.Is(err, ErrLockTimeout) {
 		t.Errorf("contended freeze with an ended context: %v, want ErrLockTimeout", err)
 	}
-	<-f.lock
+	f.Unlock()
 	if requested(t, filepath.Join(root, "user")) {
 		t.Fatal("freeze wrote without the lock")
 	}
@@ -486,5 +486,53 @@ func TestThawToleratesVanishingCgroups(t *testing.T) {
 	wg.Wait()
 	if err != nil {
 		t.Fatalf("thaw with cgroups coming and going: %v", err)
+	}
+}
+
+// upgradeFreezer is the interface internal/upgrade (branch upgrade) defines
+// for the freezer it drives; kept here so a drift shows up at compile time.
+type upgradeFreezer interface {
+	Lock()
+	Unlock()
+	FreezeLocked(wait time.Duration) error
+	ThawLocked() error
+	GuestFrozen() []string
+	Restore(guestFrozen []string)
+}
+
+var _ upgradeFreezer = (*Freezer)(nil)
+
+func TestFreezeLockedIsStrictLegacy(t *testing.T) {
+	root := testRoot(t)
+	tree(t, root)
+	f := New(Config{Root: root, Self: filepath.Join(root, "envd")})
+	f.Lock()
+	err := f.FreezeLocked(time.Minute)
+	frozenUser, frozenApp := requested(t, filepath.Join(root, "user")), requested(t, filepath.Join(root, "app"))
+	thawErr := f.ThawLocked()
+	f.Unlock()
+	if err != nil || thawErr != nil {
+		t.Fatalf("FreezeLocked: %v; ThawLocked: %v", err, thawErr)
+	}
+	if !frozenUser || frozenApp {
+		t.Errorf("FreezeLocked froze user=%v app=%v, want the legacy pair only", frozenUser, frozenApp)
+	}
+	if requested(t, filepath.Join(root, "user")) {
+		t.Error("ThawLocked left user frozen")
+	}
+
+	// A workload cgroup that cannot be written fails the strict freeze.
+	if err := os.Remove(filepath.Join(root, "ptys")); err != nil {
+		t.Fatal(err)
+	}
+	f.Lock()
+	err = f.FreezeLocked(time.Minute)
+	_ = f.ThawLocked()
+	f.Unlock()
+	if err == nil {
+		t.Error("FreezeLocked succeeded with ptys missing")
+	}
+	if err := New(Config{}).FreezeLocked(time.Second); err != nil {
+		t.Errorf("FreezeLocked without cgroups: %v", err)
 	}
 }

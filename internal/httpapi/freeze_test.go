@@ -11,12 +11,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/envd-dev/envd/internal/auth"
 	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/execenv"
 	"github.com/envd-dev/envd/internal/freeze"
 	"github.com/envd-dev/envd/internal/httpapi"
+	"github.com/envd-dev/envd/internal/memcollapse"
 )
 
 // freezeTree makes root/{user,ptys,envd,app} in the host's cgroup2 mount,
@@ -159,4 +161,40 @@ func TestFreezeClientLeavingDuringWaitIs503(t *testing.T) {
 		t.Errorf("/freeze?maxWaitMs=0 = %d, want 204", rec.Code)
 	}
 	_ = f.Thaw(context.Background())
+}
+
+func TestFreezeLockHeldClientLeavesIs503(t *testing.T) {
+	root, f := freezeTree(t)
+	f.Lock() // a live upgrade between its freeze and the execve
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	rec := serve(&httpapi.Freeze{Freezer: f}, httptest.NewRequestWithContext(ctx, "POST", "/freeze", nil))
+	f.Unlock()
+	if rec.Code != 503 || rec.Body.Len() != 0 {
+		t.Errorf("/freeze behind a held lock = %d %q, want an empty 503", rec.Code, rec.Body)
+	}
+	if isFrozen(t, filepath.Join(root, "user")) {
+		t.Error("a freeze that never got the lock froze")
+	}
+}
+
+func TestFreezeUnknownModeIsLegacy(t *testing.T) {
+	root, f := freezeTree(t)
+	rec := serve(&httpapi.Freeze{Freezer: f}, httptest.NewRequest("POST", "/freeze?mode=Hierarchy&maxWaitMs=30000", nil))
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"mode":"legacy"`) || !strings.Contains(rec.Body.String(), `"visited":0`) {
+		t.Errorf("/freeze?mode=Hierarchy = %d %s, want a legacy sweep", rec.Code, rec.Body)
+	}
+	if isFrozen(t, filepath.Join(root, "app")) {
+		t.Error("legacy sweep froze app")
+	}
+	_ = f.Thaw(context.Background())
+}
+
+func TestCollapseCancelledIs500(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rec := serve(&httpapi.Collapse{Collapser: &memcollapse.Collapser{ProcSelf: "/proc/self"}}, httptest.NewRequestWithContext(ctx, "POST", "/collapse", nil))
+	if rec.Code != 500 || !strings.Contains(rec.Body.String(), `"code":500`) {
+		t.Errorf("/collapse with an ended request = %d %s, want 500 JSON", rec.Code, rec.Body)
+	}
 }
