@@ -118,25 +118,6 @@ func TestFreezeHierarchyAuditThenInitThaw(t *testing.T) {
 	}
 }
 
-// /init runs its thaw also when applying the body fails.
-func TestInitThawsWhenApplyFails(t *testing.T) {
-	root, f := freezeTree(t)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	init := httpapi.NewInit(execenv.NewEnv(""), &auth.Token{}, "0.7.0", log)
-	init.OnAuthorized = httpapi.InitThaw(f, log)
-	init.InstallCABundle = func(context.Context, string) error { return io.ErrUnexpectedEOF }
-	if _, err := f.Freeze(context.Background(), freeze.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	rec := serve(init, httptest.NewRequest("POST", "/init", strings.NewReader(`{"caBundle":"x"}`)))
-	if rec.Code != 400 {
-		t.Fatalf("/init with a failing CA bundle = %d", rec.Code)
-	}
-	if isFrozen(t, filepath.Join(root, "user")) {
-		t.Error("a failed but authorised /init did not thaw")
-	}
-}
-
 func TestFreezeClientLeavingDuringWaitIs503(t *testing.T) {
 	root, f := freezeTree(t)
 	ctx, cancel := context.WithCancel(context.Background())
