@@ -347,11 +347,7 @@ func (f *Freezer) freezeLocked(ctx context.Context, o Options) (Result, error) {
 	}
 	if o.Mode == Hierarchy && addressable && f.chain != nil {
 		res.Mode = Hierarchy
-		limit := o.MaxCgroups
-		if limit <= 0 {
-			limit = DefaultMaxCgroups
-		}
-		limit = min(limit, MaxCgroupsLimit)
+		limit := visitLimit(o.MaxCgroups)
 		ds := f.descendSet()
 		parents := make([]string, 0, len(ds))
 		for p := range ds {
@@ -421,6 +417,14 @@ func (f *Freezer) freezeLocked(ctx context.Context, o Options) (Result, error) {
 		return res, nil
 	}
 	return res, f.wait(ctx, o.MaxWait, written, &res)
+}
+
+// visitLimit is the hierarchy cap for a requested maxCgroups.
+func visitLimit(n int) int {
+	if n <= 0 {
+		return DefaultMaxCgroups
+	}
+	return min(n, MaxCgroupsLimit)
 }
 
 // wait polls cgroup.events of the written cgroups until all are frozen, the

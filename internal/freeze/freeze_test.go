@@ -536,3 +536,31 @@ func TestFreezeLockedIsStrictLegacy(t *testing.T) {
 		t.Errorf("FreezeLocked without cgroups: %v", err)
 	}
 }
+
+func TestVisitLimit(t *testing.T) {
+	for in, want := range map[int]int{-5: 512, 0: 512, 1: 1, 512: 512, 8192: 8192, 8193: 8192, 1 << 30: 8192} {
+		if got := visitLimit(in); got != want {
+			t.Errorf("visitLimit(%d) = %d, want %d", in, got, want)
+		}
+	}
+}
+
+// The default cap is real: 513 siblings, maxCgroups absent, 512 visited.
+func TestHierarchyDefaultCapOnManyCgroups(t *testing.T) {
+	root := testRoot(t)
+	mkcg(t, root, "user", "ptys", "envd")
+	for i := range 510 {
+		mkcg(t, root, "c"+strconv.Itoa(i))
+	}
+	f := New(Config{Root: root, Self: filepath.Join(root, "envd")})
+	res, err := f.Freeze(context.Background(), Options{Mode: Hierarchy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Visited != 512 || !res.Truncated {
+		t.Errorf("visited %d truncated %v, want 512 true", res.Visited, res.Truncated)
+	}
+	if err := f.Thaw(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
