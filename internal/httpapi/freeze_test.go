@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -177,5 +178,46 @@ func TestCollapseCancelledIs500(t *testing.T) {
 	rec := serve(&httpapi.Collapse{Collapser: &memcollapse.Collapser{ProcSelf: "/proc/self"}}, httptest.NewRequestWithContext(ctx, "POST", "/collapse", nil))
 	if rec.Code != 500 || !strings.Contains(rec.Body.String(), `"code":500`) {
 		t.Errorf("/collapse with an ended request = %d %s, want 500 JSON", rec.Code, rec.Body)
+	}
+}
+
+// A thaw that cannot see the whole tree is dirty: /unfreeze answers 500 and
+// the freeze stays marked active (the watchdog keeps trying) until a thaw
+// completes.
+func TestUnfreezeTruncatedWalkIs500(t *testing.T) {
+	root, f := freezeTree(t)
+	const n = 8200 // beyond the 8192 cgroups a walk visits
+	dir := filepath.Join(root, "app")
+	t.Cleanup(func() {
+		for i := range n {
+			_ = os.Remove(filepath.Join(dir, "c"+strconv.Itoa(i)))
+		}
+	})
+	for i := range n {
+		if err := os.Mkdir(filepath.Join(dir, "c"+strconv.Itoa(i)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.Freeze(context.Background(), freeze.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	rec := serve(&httpapi.Unfreeze{Freezer: f}, httptest.NewRequest("POST", "/unfreeze", nil))
+	if rec.Code != 500 || !strings.Contains(rec.Body.String(), "truncated") {
+		t.Errorf("/unfreeze over a truncated walk = %d %s, want 500 JSON", rec.Code, rec.Body)
+	}
+	if !f.Active() {
+		t.Error("a dirty thaw cleared the active freeze")
+	}
+	if isFrozen(t, filepath.Join(root, "user")) {
+		t.Error("even a dirty thaw must thaw user")
+	}
+	for i := range n {
+		_ = os.Remove(filepath.Join(dir, "c"+strconv.Itoa(i)))
+	}
+	if rec := serve(&httpapi.Unfreeze{Freezer: f}, httptest.NewRequest("POST", "/unfreeze", nil)); rec.Code != 204 {
+		t.Errorf("/unfreeze after the tree shrank = %d %s", rec.Code, rec.Body)
+	}
+	if f.Active() {
+		t.Error("a clean thaw left the freeze active")
 	}
 }
