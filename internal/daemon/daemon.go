@@ -54,6 +54,8 @@ type Daemon struct {
 	// placer puts user processes into cgroups; nil leaves them in envd's.
 	placer proc.Placer
 	vm     vm // cgroups, MMDS, port forwarding, snapshot hooks (vm.go)
+	// freezer, fsfreeze, collapse for the E2B orchestrator (orch.go)
+	orch orch
 }
 
 // New builds the components without starting anything.
@@ -76,6 +78,7 @@ func New(cfg config.Config, build Build, log *slog.Logger) (*Daemon, error) {
 	d.metricsAPI = &httpapi.Metrics{Sampler: sysstat.NewSampler(cfg.ProcRoot, "/", time.Now), Log: log}
 
 	d.setupVM()
+	d.setupOrch()
 
 	r, err := reaper.New(log, cfg.ReapOrphans)
 	if err != nil {

@@ -27,6 +27,11 @@ func (d *Daemon) routes() http.Handler {
 	mux.Handle("GET /metrics", d.metricsAPI)
 	mux.Handle("GET /envs", &httpapi.Envs{Env: d.env})
 	mux.Handle("POST /snapshot/prepare", d.snapshotAPI)
+	mux.Handle("POST /freeze", &httpapi.Freeze{Freezer: d.orch.freezer, Log: d.log})
+	mux.Handle("POST /unfreeze", &httpapi.Unfreeze{Freezer: d.orch.freezer, Log: d.log})
+	mux.Handle("POST /fsfreeze", &httpapi.FSFreeze{FS: d.orch.fs, Log: d.log})
+	mux.Handle("POST /fsthaw", &httpapi.FSThaw{FS: d.orch.fs, Log: d.log})
+	mux.Handle("POST /collapse", &httpapi.Collapse{Collapser: d.orch.collapse, Log: d.log})
 
 	mux.Handle(processconnect.NewProcessHandler(processapi.New(d.procs, d.env, d.log), processapi.HandlerOptions()...))
 	mux.Handle(filesystemconnect.NewFilesystemHandler(d.fs, fsapi.HandlerOptions()...))

@@ -41,7 +41,7 @@ func TestUnknownRouteAndMethod(t *testing.T) {
 	for _, c := range []struct {
 		method, path string
 		want         int
-	}{{"GET", "/nope", 404}, {"POST", "/health", 405}, {"GET", "/freeze", 404}} {
+	}{{"GET", "/nope", 404}, {"POST", "/health", 405}, {"GET", "/freeze", 405}} {
 		req, _ := http.NewRequest(c.method, s.URL+c.path, nil)
 		resp, err := s.Client.Do(req)
 		if err != nil {

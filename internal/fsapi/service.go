@@ -49,7 +49,7 @@ var _ filesystemconnect.FilesystemHandler = (*Service)(nil)
 // readdir+lstat uncompressed against 1.29-1.97x at gzip BestSpeed. Requests
 // may still arrive compressed (connect-go's gzip stays registered).
 func HandlerOptions() []connect.HandlerOption {
-	return []connect.HandlerOption{connect.WithCompressMinBytes(math.MaxInt32)}
+	return []connect.HandlerOption{connect.WithCompressMinBytes(math.MaxInt32), connect.WithInterceptors(legacyInterceptor{})}
 }
 
 // New builds the service; Close stops its watchers.

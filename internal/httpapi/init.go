@@ -81,6 +81,10 @@ type Init struct {
 	// AfterInit runs after every authorised /init, stale or not: restart port
 	// forwarding stopped by /snapshot/prepare, re-poll MMDS.
 	AfterInit func(ctx context.Context)
+	// OnAuthorized runs once the token is validated, stale request or not;
+	// the func it returns runs as the handler ends, before the response is
+	// flushed (§18.2: audit header, then the deferred thaw).
+	OnAuthorized func(r *http.Request, hdr http.Header) func()
 	// HostsPath is the hosts file hyperloopIP rewrites; "" skips the rewrite
 	// (outside a VM envd must not edit the host's /etc/hosts).
 	HostsPath string
@@ -125,6 +129,9 @@ func (h *Init) serve(w http.ResponseWriter, r *http.Request) error {
 
 	if err := h.checkToken(r.Context(), req.AccessToken); err != nil {
 		return err
+	}
+	if h.OnAuthorized != nil {
+		defer h.OnAuthorized(r, w.Header())()
 	}
 	if h.fresh(req.Timestamp) {
 		if err := h.apply(r.Context(), &req); err != nil {

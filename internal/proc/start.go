@@ -72,7 +72,9 @@ func (m *Manager) Start(o StartOptions) (*Process, *Subscription, error) {
 	if cred := credential(u); cred != nil {
 		sys.Credential = cred
 	}
-	if m.placer != nil {
+	// The tag "_system" marks the orchestrator's own commands (a reclaim
+	// shell after /freeze): they stay in envd's cgroup, which is never frozen.
+	if m.placer != nil && !(o.HasTag && o.Tag == SystemTag) {
 		if fd, ok := m.placer.CgroupFD(p.isPTY); ok {
 			sys.UseCgroupFD, sys.CgroupFD = true, fd
 		}
@@ -175,6 +177,9 @@ func setPipeSize(f *os.File) {
 		return err
 	})
 }
+
+// SystemTag is the process tag §8.1 step 5 keeps out of the workload cgroups.
+const SystemTag = "_system"
 
 // growAfter is how much must have gone through a pipe before it is enlarged:
 // only busy pipes get the bigger ring (each 1 MiB pipe costs the kernel a
