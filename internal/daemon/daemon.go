@@ -53,7 +53,8 @@ type Daemon struct {
 	fs     *fsapi.Service
 	// placer puts user processes into cgroups; nil leaves them in envd's.
 	placer proc.Placer
-	vm     vm // cgroups, MMDS, port forwarding, snapshot hooks (vm.go)
+	vm     vm           // cgroups, MMDS, port forwarding, snapshot hooks (vm.go)
+	orch   orchestrated // /init volume mounts and CA bundle (orchestrated.go)
 }
 
 // New builds the components without starting anything.
@@ -82,6 +83,7 @@ func New(cfg config.Config, build Build, log *slog.Logger) (*Daemon, error) {
 		return nil, err
 	}
 	d.reaper = r
+	d.setupOrchestrated()
 	d.procs = proc.NewManager(proc.Options{Reaper: r, Env: d.env, Placer: d.placer, OnFork: d.vm.onFork, Log: log})
 	d.fs = fsapi.New(d.env, log)
 	return d, nil

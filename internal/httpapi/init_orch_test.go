@@ -2,12 +2,15 @@ package httpapi_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +18,10 @@ import (
 
 	"github.com/envd-dev/envd/internal/cabundle"
 	"github.com/envd-dev/envd/internal/cabundle/catest"
+	"github.com/envd-dev/envd/internal/config"
+	"github.com/envd-dev/envd/internal/envdtest"
+	procpb "github.com/envd-dev/envd/internal/gen/process"
+	"github.com/envd-dev/envd/internal/gen/process/processconnect"
 	"github.com/envd-dev/envd/internal/httpapi"
 	"github.com/envd-dev/envd/internal/volumes"
 	"github.com/envd-dev/envd/internal/volumes/volumestest"
@@ -250,5 +257,95 @@ func TestInitCABundle(t *testing.T) {
 	}
 	if resp, b := postInit(t, srv.URL, `{"caBundle":"not pem"}`); resp.StatusCode != 400 || !strings.HasPrefix(b, "failed to install CA bundle: invalid CA bundle: ") {
 		t.Fatalf("invalid: %d %q", resp.StatusCode, b)
+	}
+}
+
+// runCurl runs curl through envd's process service and returns its output
+// and exit code.
+func runCurl(t *testing.T, c *client, args ...string) (string, int32) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stdin := false
+	stream, err := processconnect.NewProcessClient(c.s.Client, c.s.URL).Start(ctx, &procpb.StartRequest{
+		Process: &procpb.ProcessConfig{Cmd: "curl", Args: append([]string{"-sS", "--max-time", "20"}, args...)},
+		Stdin:   &stdin,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	exit := int32(-1)
+	for stream.Receive() {
+		ev := stream.Msg().GetEvent()
+		out.Write(ev.GetData().GetStdout())
+		out.Write(ev.GetData().GetStderr())
+		if end := ev.GetEnd(); end != nil {
+			exit = end.GetExitCode()
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), exit
+}
+
+// A curl started through envd trusts a TLS server whose certificate the CA
+// handed to /init signed, through the system trust store envd appended it to
+// (here under a temp root; curl is pointed at it as it would find
+// /etc/ssl/certs/ca-certificates.crt by default).
+func TestInitCABundleCurlTrusts(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatal("curl missing (scripts/install-deps installs it):", err)
+	}
+	root := t.TempDir()
+	bundle := filepath.Join(root, cabundle.DefaultBundle)
+	os.MkdirAll(filepath.Dir(bundle), 0o755)
+	// Seeded with an unrelated root: curl refuses a store with none.
+	seed := catest.New(t, "unrelated root").PEM
+	os.WriteFile(bundle, []byte(seed), 0o644)
+	c := &client{t, envdtest.Start(t, func(cfg *config.Config) { cfg.TrustRoot = root })}
+
+	ca := catest.New(t, "envd test CA")
+	tlsSrv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "trusted\n") }))
+	tlsSrv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Server}}
+	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0) // curl's refused handshake
+	tlsSrv.StartTLS()
+	defer tlsSrv.Close()
+
+	c.init(fmt.Sprintf(`{"envVars":{"CURL_CA_BUNDLE":%q}}`, bundle))
+	if out, exit := runCurl(t, c, tlsSrv.URL); exit != 60 {
+		t.Fatalf("before the CA is installed curl must refuse the certificate: exit %d, %q", exit, out)
+	}
+	for range 2 {
+		c.init(fmt.Sprintf(`{"envVars":{"CURL_CA_BUNDLE":%q},"caBundle":%q}`, bundle, ca.PEM))
+	}
+	if out, exit := runCurl(t, c, tlsSrv.URL); exit != 0 || out != "trusted\n" {
+		t.Fatalf("after /init caBundle: exit %d, %q", exit, out)
+	}
+	if got := readFile(t, bundle); got != seed+ca.PEM {
+		t.Fatalf("store %q", got)
+	}
+	if got := readFile(t, filepath.Join(root, cabundle.DefaultCopy)); got != ca.PEM {
+		t.Fatalf("copy %q", got)
+	}
+}
+
+// The daemon forks mount through its reaper: the real mount.nfs answers a
+// malformed export, and /init passes its words on.
+func TestInitVolumeMountsWired(t *testing.T) {
+	if _, err := os.Stat("/sbin/mount.nfs"); err != nil {
+		t.Fatal("mount.nfs missing (scripts/install-deps installs nfs-common):", err)
+	}
+	c := start(t)
+	p := filepath.Join(t.TempDir(), "vol")
+	resp, b := c.do("POST", "/init", strings.NewReader(fmt.Sprintf(`{"volumeMounts":[{"nfs_target":"no-colon","path":%q}]}`, p)))
+	want := fmt.Sprintf("failed to setup NFS volumes: failed to mount NFS at %q: `mount -v -t nfs -o %s no-colon %s` failed: exit status 32\n", p, volumes.Options, p)
+	if resp.StatusCode != 400 || !strings.HasPrefix(string(b), want) || !strings.Contains(string(b), "remote share not in 'host:dir' format") ||
+		resp.Header.Get("X-Envd-Version") != "0.7.0" {
+		t.Fatalf("%d %q", resp.StatusCode, b)
+	}
+	if resp, _ := c.do("GET", "/health", nil); resp.StatusCode != 204 && resp.StatusCode != 200 {
+		t.Fatalf("health %d", resp.StatusCode)
 	}
 }
