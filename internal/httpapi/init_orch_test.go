@@ -334,6 +334,7 @@ func TestInitCABundleCurlTrusts(t *testing.T) {
 // The daemon forks mount through its reaper: the real mount.nfs answers a
 // malformed export, and /init passes its words on.
 func TestInitVolumeMountsWired(t *testing.T) {
+	needRoot(t)
 	if _, err := os.Stat("/sbin/mount.nfs"); err != nil {
 		t.Fatal("mount.nfs missing (scripts/install-deps installs nfs-common):", err)
 	}
