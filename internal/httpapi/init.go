@@ -324,7 +324,7 @@ var errTimestamp = errors.New(`timestamp must be a string in RFC 3339 ("2006-01-
 func (t *Timestamp) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return errTimestamp
+		return fmt.Errorf("%w, got %.40s", errTimestamp, b)
 	}
 	if ts, ok := parseUnixSeconds(s); ok {
 		t.Time = ts
