@@ -159,7 +159,7 @@ func TestInitVolumeMounts(t *testing.T) {
 			t.Fatalf("%d %s", resp.StatusCode, b)
 		}
 	}
-	if got := ns.Commands(); got != "findmnt --noheadings, mount -v" {
+	if got := ns.Commands(); got != "findmnt --noheadings, mkdir -p, mount -v" {
 		t.Fatalf("three /inits of one lifecycle ran %q", got)
 	}
 	if m := ns.Mounts(t, p); len(m) != 1 || m[0].Source != "10.0.0.1:/vol" {
@@ -168,7 +168,7 @@ func TestInitVolumeMounts(t *testing.T) {
 	if resp, b := postInit(t, srv.URL, body("L2")); resp.StatusCode != 204 {
 		t.Fatalf("%d %s", resp.StatusCode, b)
 	}
-	if got := ns.Commands(); got != "findmnt --noheadings, umount --force, mount -v" {
+	if got := ns.Commands(); got != "findmnt --noheadings, umount --force, mkdir -p, mount -v" {
 		t.Fatalf("a new lifecycle ran %q", got)
 	}
 	if m := ns.Mounts(t, p); len(m) != 1 {
@@ -225,7 +225,7 @@ func TestInitAbandonedAttemptCompletes(t *testing.T) {
 	if resp := <-retry; resp.StatusCode != 204 {
 		t.Fatalf("retry: %d", resp.StatusCode)
 	}
-	if got := ns.Commands(); got != "findmnt --noheadings, mount -v" {
+	if got := ns.Commands(); got != "findmnt --noheadings, mkdir -p, mount -v" {
 		t.Fatalf("ran %q: the retry must not mount again", got)
 	}
 	if m := ns.Mounts(t, p); len(m) != 1 {

@@ -17,8 +17,8 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -132,19 +132,42 @@ func (m *Mounter) MountAll(ctx context.Context, vols []Volume, lifecycleID strin
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
 	var (
-		wg    sync.WaitGroup
 		once  sync.Once
 		first error
 	)
-	for _, v := range todo {
-		wg.Go(func() {
-			if err := m.mountOne(ctx, v, lifecycleID); err != nil {
-				once.Do(func() { first = err; fail(err) })
-			}
-		})
+	// Shallower paths first: a volume mounted inside another must not be
+	// hidden by its parent's mount landing after it.
+	for _, wave := range byDepth(todo) {
+		var wg sync.WaitGroup
+		for _, v := range wave {
+			wg.Go(func() {
+				if err := m.mountOne(ctx, v, lifecycleID); err != nil {
+					once.Do(func() { first = err; fail(err) })
+				}
+			})
+		}
+		wg.Wait()
+		if first != nil {
+			return first
+		}
 	}
-	wg.Wait()
-	return first
+	return nil
+}
+
+// byDepth groups volumes by the number of components in their path,
+// shallowest first.
+func byDepth(vols []Volume) [][]Volume {
+	depth := func(v Volume) int { return strings.Count(filepath.Clean(v.Path), "/") }
+	sorted := slices.Clone(vols)
+	slices.SortStableFunc(sorted, func(a, b Volume) int { return depth(a) - depth(b) })
+	var waves [][]Volume
+	for i, v := range sorted {
+		if i == 0 || depth(v) != depth(sorted[i-1]) {
+			waves = append(waves, nil)
+		}
+		waves[len(waves)-1] = append(waves[len(waves)-1], v)
+	}
+	return waves
 }
 
 func validate(vols []Volume) error {
@@ -183,8 +206,11 @@ func (m *Mounter) mountOne(ctx context.Context, v Volume, lifecycleID string) er
 		}
 		m.record(path, "", false)
 	}
-	if err := os.MkdirAll(path, 0o755); err != nil {
-		return fmt.Errorf("failed to mount NFS at %q: %w", path, err)
+	// mkdir(1) rather than os.MkdirAll: the directory must be made in the
+	// mount namespace the Runner mounts in, under any volume mounted above it.
+	mkdir := []string{"mkdir", "-p", path}
+	if out, err := m.Run(ctx, mkdir); err != nil {
+		return commandError("failed to mount NFS at", path, mkdir, out, ctxErr(ctx, err))
 	}
 	argv := []string{"mount", "-v", "-t", m.FSType, "-o", m.Options, v.Target, path}
 	if out, err := m.Run(ctx, argv); err != nil {

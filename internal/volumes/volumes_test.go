@@ -27,7 +27,7 @@ func TestSameLifecycleMountsOnce(t *testing.T) {
 	if err := m.MountAll(context.Background(), vols, "L1"); err != nil {
 		t.Fatal(err)
 	}
-	if got := ns.Commands(); got != "findmnt --noheadings, mount -v" {
+	if got := ns.Commands(); got != "findmnt --noheadings, mkdir -p, mount -v" {
 		t.Fatalf("first mount ran %q", got)
 	}
 	first := ns.Mounts(t, p)
@@ -66,7 +66,7 @@ func TestNewLifecycleRemounts(t *testing.T) {
 	if err := m.MountAll(context.Background(), vols, "L2"); err != nil {
 		t.Fatal(err)
 	}
-	if got := ns.Commands(); got != "findmnt --noheadings, umount --force, mount -v" {
+	if got := ns.Commands(); got != "findmnt --noheadings, umount --force, mkdir -p, mount -v" {
 		t.Fatalf("new lifecycle ran %q", got)
 	}
 	second := ns.Mounts(t, p)
@@ -104,7 +104,7 @@ func TestForeignMountIsReplaced(t *testing.T) {
 	if err := m.MountAll(context.Background(), []volumes.Volume{{Target: "new:/y", Path: p + "/"}}, "L"); err != nil {
 		t.Fatal(err)
 	}
-	if got := ns.Commands(); got != "findmnt --noheadings, umount --force, mount -v" {
+	if got := ns.Commands(); got != "findmnt --noheadings, umount --force, mkdir -p, mount -v" {
 		t.Fatalf("ran %q", got)
 	}
 	if got := ns.Mounts(t, p); len(got) != 1 || got[0].Source != "new:/y" {
@@ -243,6 +243,26 @@ func TestCommandRunner(t *testing.T) {
 	// A background child holding the output pipe does not hold the caller.
 	out, err = ns.Base(context.Background(), []string{"sh", "-c", "sleep 2 & echo started"})
 	if err != nil || string(out) != "started\n" {
+		t.Fatalf("%q %v", out, err)
+	}
+}
+
+// A volume inside another is mounted after it, whatever the request order,
+// so the parent's mount does not hide it.
+func TestNestedVolumesParentFirst(t *testing.T) {
+	ns := volumestest.New(t)
+	m := volumestest.TmpfsMounter(ns)
+	parent := filepath.Join(t.TempDir(), "p")
+	child := filepath.Join(parent, "c")
+	err := m.MountAll(context.Background(), []volumes.Volume{{Target: "s:/child", Path: child}, {Target: "s:/parent", Path: parent}}, "L")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, c := ns.Mounts(t, parent), ns.Mounts(t, child); len(p) != 1 || len(c) != 1 || c[0].Source != "s:/child" {
+		t.Fatalf("parent %+v, child %+v", p, c)
+	}
+	// The child is visible: a file in it is on the child's tmpfs.
+	if out, err := ns.Run(context.Background(), []string{"sh", "-c", "touch " + child + "/f && findmnt --noheadings --output SOURCE --target " + child + "/f"}); err != nil || string(out) != "s:/child\n" {
 		t.Fatalf("%q %v", out, err)
 	}
 }
