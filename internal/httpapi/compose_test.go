@@ -223,3 +223,23 @@ func TestComposeAuth(t *testing.T) {
 		t.Fatalf("unknown Basic user: %d %s", resp.StatusCode, b)
 	}
 }
+
+// No inode left for the temporary file: the same 507, nothing changed.
+func TestComposeNoInodes(t *testing.T) {
+	c := start(t)
+	dir := mountTmpfs(t, "size=1m,nr_inodes=4")
+	a, dest := filepath.Join(dir, "a"), filepath.Join(dir, "dest")
+	os.WriteFile(a, []byte("A"), 0o644)
+	os.WriteFile(dest, []byte("keep"), 0o644)
+	for i := 0; ; i++ {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprint("fill", i)), nil, 0o644); err != nil {
+			break
+		}
+	}
+	resp, body := c.compose(composeBody(t, map[string]any{"source_paths": []string{a}, "destination": dest}))
+	wantJSONError(t, resp, body, 507, "not enough disk space available")
+	if readFile(t, dest) != "keep" || readFile(t, a) != "A" {
+		t.Fatal("files changed")
+	}
+	noComposeTemp(t, dir)
+}
