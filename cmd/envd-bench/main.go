@@ -419,6 +419,7 @@ func (b *bench) scenarios() []scenario {
 		{"footprint", b.footprint},
 		{"slowreader", b.slowReader},
 		{"drop", b.dropStreams},
+		{"init", b.initRepeat},
 	}
 }
 

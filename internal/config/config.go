@@ -28,6 +28,10 @@ type Config struct {
 	ProcRoot    string // where /proc is mounted; tests point it elsewhere
 	RunDir      string // where the sandbox env files go (RunDir/wrenn, RunDir/e2b); tests point it elsewhere
 	BootRoot    string // root under which PID-1 setup mounts; tests use a directory in a private mount namespace
+	// TrustRoot is the root under which /init caBundle finds the system trust
+	// store; "" means "/" inside a VM and none with --isnotfc (a developer's
+	// trust store is not envd's). Tests point it at a temp dir.
+	TrustRoot string
 	// ReapOrphans makes envd wait for every child, orphans included (as PID 1
 	// or child subreaper). Only main sets it: it would steal the exit status
 	// of os/exec children in a test binary hosting the daemon.

@@ -54,7 +54,8 @@ type Daemon struct {
 	// placer puts user processes into cgroups; nil leaves them in envd's.
 	placer proc.Placer
 	vm     vm // cgroups, MMDS, port forwarding, snapshot hooks (vm.go)
-	// freezer, fsfreeze, collapse for the E2B orchestrator (orch.go)
+	// what the E2B orchestrator drives: freezes, collapse (orch.go), /init's
+	// volumes and CA bundle (orchestrated.go)
 	orch orch
 }
 
@@ -85,6 +86,7 @@ func New(cfg config.Config, build Build, log *slog.Logger) (*Daemon, error) {
 		return nil, err
 	}
 	d.reaper = r
+	d.setupOrchestrated()
 	d.procs = proc.NewManager(proc.Options{Reaper: r, Env: d.env, Placer: d.placer, OnFork: d.vm.onFork, Log: log})
 	d.fs = fsapi.New(d.env, log)
 	return d, nil

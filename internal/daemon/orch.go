@@ -4,19 +4,25 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/envd-dev/envd/internal/cabundle"
 	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/freeze"
 	"github.com/envd-dev/envd/internal/fsfreeze"
 	"github.com/envd-dev/envd/internal/httpapi"
 	"github.com/envd-dev/envd/internal/memcollapse"
+	"github.com/envd-dev/envd/internal/volumes"
 )
 
-// orch holds what the E2B orchestrator drives around a pause (§18.2–18.4).
-// A live upgrade uses the same freezer.
+// orch holds what the E2B orchestrator drives: the pause quiescing of
+// §18.2–18.4 (a live upgrade uses the same freezer), and what /init sets up
+// (§18.6): the NFS volumes with their lifecycle ledger and the CA bundle in
+// the trust store, both of which outlive a live upgrade through the handover.
 type orch struct {
 	freezer  *freeze.Freezer
 	fs       *fsfreeze.FS
 	collapse *memcollapse.Collapser
+	volumes  *volumes.Mounter
+	ca       *cabundle.Installer // nil: no trust store is ours (--isnotfc)
 }
 
 // setupOrch builds the §18 parts; it needs the cgroups of setupVM.

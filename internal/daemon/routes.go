@@ -23,6 +23,7 @@ func (d *Daemon) routes() http.Handler {
 	files := &httpapi.Files{Env: d.env, Token: d.token, Now: time.Now, Log: d.log}
 	mux.Handle("GET /files", files.Download())
 	mux.Handle("POST /files", files.Upload())
+	mux.Handle("POST /files/compose", &httpapi.Compose{Env: d.env, Log: d.log})
 	mux.Handle("POST /init", d.recoverAfterRestore(d.initAPI))
 	mux.Handle("GET /metrics", d.metricsAPI)
 	mux.Handle("GET /envs", &httpapi.Envs{Env: d.env})

@@ -11,14 +11,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/envd-dev/envd/internal/auth"
 	"github.com/envd-dev/envd/internal/execenv"
+	"github.com/envd-dev/envd/internal/volumes"
 )
 
 // VolumeMount is one entry of /init volumeMounts (snake_case on the wire).
@@ -33,7 +36,7 @@ type InitRequest struct {
 	EnvVars        *map[string]string `json:"envVars"`
 	DefaultUser    string             `json:"defaultUser"`
 	DefaultWorkdir string             `json:"defaultWorkdir"`
-	Timestamp      *time.Time         `json:"timestamp"`
+	Timestamp      *Timestamp         `json:"timestamp"`
 	HyperloopIP    string             `json:"hyperloopIP"`
 	VolumeMounts   []VolumeMount      `json:"volumeMounts"`
 	LifecycleID    string             `json:"lifecycleID"`
@@ -74,10 +77,12 @@ type Init struct {
 	// SetClock is called when the request's timestamp shows the guest clock
 	// off by more than ClockNeedsSet allows.
 	SetClock func(time.Time) error
-	// MountVolumes handles volumeMounts; an error fails /init with 400.
-	MountVolumes func(ctx context.Context, mounts []VolumeMount, lifecycleID string) error
-	// InstallCABundle handles caBundle; an error fails /init with 400.
-	InstallCABundle func(ctx context.Context, pem string) error
+	// MountVolumes handles volumeMounts (volumes.Mounter.MountAll); an
+	// error fails /init with 400. nil: volumeMounts is ignored with a warning.
+	MountVolumes func(ctx context.Context, vols []volumes.Volume, lifecycleID string) error
+	// InstallCABundle handles caBundle (cabundle.Installer.Install); an
+	// error fails /init with 400. nil: caBundle is ignored with a warning.
+	InstallCABundle func(pem string) error
 	// AfterInit runs after every authorised /init, stale or not: restart port
 	// forwarding stopped by /snapshot/prepare, re-poll MMDS.
 	AfterInit func(ctx context.Context)
@@ -184,7 +189,7 @@ func (h *Init) checkToken(ctx context.Context, reqTok *secureToken) error {
 
 // fresh records the timestamp when it is not older than every one seen so
 // far; an equal one re-applies. Called under the lock.
-func (h *Init) fresh(ts *time.Time) bool {
+func (h *Init) fresh(ts *Timestamp) bool {
 	if ts == nil {
 		return true
 	}
@@ -198,8 +203,8 @@ func (h *Init) fresh(ts *time.Time) bool {
 
 // apply is step 6, in EG's order. Fields applied before a failing step stay.
 func (h *Init) apply(ctx context.Context, req *InitRequest) error {
-	if req.Timestamp != nil && h.SetClock != nil && ClockNeedsSet(h.Now(), *req.Timestamp) {
-		if err := h.SetClock(*req.Timestamp); err != nil {
+	if req.Timestamp != nil && h.SetClock != nil && ClockNeedsSet(h.Now(), req.Timestamp.Time) {
+		if err := h.SetClock(req.Timestamp.Time); err != nil {
 			h.Log.Warn("set clock from /init timestamp", "err", err)
 		}
 	}
@@ -216,17 +221,29 @@ func (h *Init) apply(ctx context.Context, req *InitRequest) error {
 	}
 	h.Env.SetDefaultUser(req.DefaultUser)
 	h.Env.SetDefaultWorkdir(req.DefaultWorkdir)
-	if req.CABundle != "" && h.InstallCABundle != nil {
-		if err := h.InstallCABundle(ctx, req.CABundle); err != nil {
-			return plainError(http.StatusBadRequest, fmt.Sprintf("install CA bundle: %v", err))
+	if req.CABundle != "" {
+		if h.InstallCABundle == nil {
+			h.Log.Warn("caBundle ignored: no trust store to install it into (--isnotfc)")
+		} else if err := h.InstallCABundle(req.CABundle); err != nil {
+			return plainError(http.StatusBadRequest, fmt.Sprintf("failed to install CA bundle: %v", err))
 		}
 	}
-	if len(req.VolumeMounts) > 0 && h.MountVolumes != nil {
-		if err := h.MountVolumes(ctx, req.VolumeMounts, req.LifecycleID); err != nil {
-			return plainError(http.StatusBadRequest, fmt.Sprintf("mount volumes: %v", err))
+	if len(req.VolumeMounts) > 0 {
+		if h.MountVolumes == nil {
+			h.Log.Warn("volumeMounts ignored: volume mounting is off")
+		} else if err := h.MountVolumes(ctx, toVolumes(req.VolumeMounts), req.LifecycleID); err != nil {
+			return plainError(http.StatusBadRequest, fmt.Sprintf("failed to setup NFS volumes: %v", err))
 		}
 	}
 	return nil
+}
+
+func toVolumes(ms []VolumeMount) []volumes.Volume {
+	vols := make([]volumes.Volume, len(ms))
+	for i, m := range ms {
+		vols[i] = volumes.Volume{Target: m.NFSTarget, Path: m.Path}
+	}
+	return vols
 }
 
 // ClockNeedsSet reports whether the guest clock should be set to host: more
@@ -237,11 +254,17 @@ func ClockNeedsSet(guest, host time.Time) bool {
 	return d < -50*time.Millisecond || d > 5*time.Second
 }
 
-const hyperloopHost = "events.wrenn.local"
+// hyperloopNames are the host names and variables of the events endpoint:
+// Wrenn's and E2B's, both written so that code from either platform finds it.
+var hyperloopNames = []struct{ host, env string }{
+	{"events.wrenn.local", "WRENN_EVENTS_ADDRESS"},
+	{"events.e2b.local", "E2B_EVENTS_ADDRESS"},
+}
 
-// setHyperloop points events.wrenn.local at ip in the hosts file and
+// setHyperloop points the events host names at ip in the hosts file and
 // publishes the address to processes. It runs inline: the file is tiny, and
-// doing it before 204 means the next process already sees it.
+// doing it before 204 means the next process already sees it. An unchanged
+// file is not rewritten, so a repeated /init writes nothing.
 func (h *Init) setHyperloop(ip string) {
 	addr, err := netip.ParseAddr(ip)
 	if err != nil {
@@ -256,15 +279,23 @@ func (h *Init) setHyperloop(ip string) {
 		h.Log.Warn("read hosts file", "err", err)
 		return
 	}
-	if err := os.WriteFile(h.HostsPath, RewriteHosts(old, hyperloopHost, addr), 0o644); err != nil {
-		h.Log.Warn("write hosts file", "err", err)
-		return
+	hosts := old
+	for _, n := range hyperloopNames {
+		hosts = RewriteHosts(hosts, n.host, addr)
+	}
+	if !bytes.Equal(hosts, old) {
+		if err := os.WriteFile(h.HostsPath, hosts, 0o644); err != nil {
+			h.Log.Warn("write hosts file", "err", err)
+			return
+		}
 	}
 	url := "http://" + addr.String()
 	if addr.Is6() {
 		url = "http://[" + addr.String() + "]"
 	}
-	h.Env.SetInternal("WRENN_EVENTS_ADDRESS", url)
+	for _, n := range hyperloopNames {
+		h.Env.SetInternal(n.env, url)
+	}
 }
 
 // RewriteHosts drops every line mapping host and appends one mapping it to addr.
@@ -288,4 +319,58 @@ func RewriteHosts(hosts []byte, host string, addr netip.Addr) []byte {
 	}
 	fmt.Fprintf(&out, "%s\t%s\n", addr, host)
 	return out.Bytes()
+}
+
+// Timestamp is /init's timestamp: RFC 3339 as E2B's orchestrator sends it,
+// or a decimal string of Unix seconds ("1700000000.5") as Wrenn's envd-rs
+// reads it.
+type Timestamp struct{ time.Time }
+
+var errTimestamp = errors.New(`timestamp must be a string in RFC 3339 ("2006-01-02T15:04:05.999999999Z07:00") or decimal Unix seconds ("1700000000.5")`)
+
+func (t *Timestamp) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("%w, got %.40s", errTimestamp, b)
+	}
+	if ts, ok := parseUnixSeconds(s); ok {
+		t.Time = ts
+		return nil
+	}
+	ts, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return fmt.Errorf("%w, got %q", errTimestamp, s)
+	}
+	t.Time = ts
+	return nil
+}
+
+// parseUnixSeconds reads digits with an optional fraction exactly, without
+// a float's rounding, so equal timestamps stay equal for the ordering guard.
+func parseUnixSeconds(s string) (time.Time, bool) {
+	whole, frac, _ := strings.Cut(s, ".")
+	if whole+frac == "" || !allDigits(whole) || !allDigits(frac) {
+		return time.Time{}, false
+	}
+	var sec int64
+	if whole != "" {
+		v, err := strconv.ParseInt(whole, 10, 64)
+		// UnixNano, which orders /init calls, ends in 2262.
+		if err != nil || v > math.MaxInt64/int64(time.Second)-1 {
+			return time.Time{}, false
+		}
+		sec = v
+	}
+	frac = (frac + "000000000")[:9]
+	nsec, _ := strconv.ParseInt(frac, 10, 64)
+	return time.Unix(sec, nsec).UTC(), true
+}
+
+func allDigits(s string) bool {
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }

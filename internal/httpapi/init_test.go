@@ -20,6 +20,7 @@ import (
 	"github.com/envd-dev/envd/internal/auth"
 	"github.com/envd-dev/envd/internal/execenv"
 	"github.com/envd-dev/envd/internal/httpapi"
+	"github.com/envd-dev/envd/internal/volumes"
 )
 
 // newInit serves a bare Init handler, so tests can fill its hooks.
@@ -198,11 +199,11 @@ func TestInitHooks(t *testing.T) {
 	h.Now = func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }
 	h.SetClock = func(t time.Time) error { clockSetTo = t; note("clock"); return nil }
 	h.AfterInit = func(context.Context) { note("after") }
-	h.MountVolumes = func(_ context.Context, m []httpapi.VolumeMount, id string) error {
-		note("mount " + m[0].NFSTarget + " " + m[0].Path + " " + id)
+	h.MountVolumes = func(_ context.Context, m []volumes.Volume, id string) error {
+		note("mount " + m[0].Target + " " + m[0].Path + " " + id)
 		return nil
 	}
-	h.InstallCABundle = func(context.Context, string) error { return errors.New("bad pem") }
+	h.InstallCABundle = func(string) error { return errors.New("bad pem") }
 	hosts := filepath.Join(t.TempDir(), "hosts")
 	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"), 0o644)
 	h.HostsPath = hosts
@@ -211,8 +212,8 @@ func TestInitHooks(t *testing.T) {
 	if strings.Join(calls, ",") != "mount srv:/x /mnt/x L,after" {
 		t.Fatalf("calls %v (10ms behind is not worth a clock jump)", calls)
 	}
-	if readFile(t, hosts) != "127.0.0.1 localhost\n10.1.2.3\tevents.wrenn.local\n" ||
-		env.Snapshot().Vars["WRENN_EVENTS_ADDRESS"] != "http://10.1.2.3" {
+	if readFile(t, hosts) != "127.0.0.1 localhost\n10.1.2.3\tevents.wrenn.local\n10.1.2.3\tevents.e2b.local\n" ||
+		env.Snapshot().Vars["WRENN_EVENTS_ADDRESS"] != "http://10.1.2.3" || env.Snapshot().Vars["E2B_EVENTS_ADDRESS"] != "http://10.1.2.3" {
 		t.Fatalf("hyperloop: %q %v", readFile(t, hosts), env.Snapshot().Vars)
 	}
 	calls = nil
