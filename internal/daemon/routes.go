@@ -20,7 +20,7 @@ func (d *Daemon) routes() http.Handler {
 	health := &httpapi.Health{Version: d.build.Version}
 	mux.Handle("GET /health", d.recoverAfterRestore(health))
 
-	files := &httpapi.Files{Env: d.env, Token: d.token, Now: time.Now, Log: d.log}
+	files := &httpapi.Files{Env: d.env, Token: d.token, Now: time.Now, Log: d.log, Writer: d.writer}
 	mux.Handle("GET /files", files.Download())
 	mux.Handle("POST /files", files.Upload())
 	mux.Handle("POST /init", d.recoverAfterRestore(d.initAPI))
