@@ -86,7 +86,7 @@ func New(cfg config.Config, build Build, log *slog.Logger) (*Daemon, error) {
 	d.reaper = r
 	d.procs = proc.NewManager(proc.Options{Reaper: r, Env: d.env, Placer: d.placer, OnFork: d.vm.onFork, Log: log})
 	d.writer = fsops.NewWriter(log)
-	d.fs = fsapi.New(d.env, log)
+	d.fs = fsapi.New(d.env, d.writer, log)
 	return d, nil
 }
 
