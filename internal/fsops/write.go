@@ -108,7 +108,7 @@ func (wr *Writer) WriteFile(path string, src io.Reader, opt WriteOptions) (int64
 	if err := MkdirAllOwned(filepath.Dir(path), opt.UID, opt.GID); err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) && errors.Is(err, syscall.ENOTDIR) {
-			return 0, failed(ErrNotDir, err, "error ensuring directories: path is a file: %s", pe.Path)
+			return 0, failed(ErrNotDir, err, "error ensuring directories: path is a file: %s", nonDir(pe.Path))
 		}
 		return 0, failed(nil, err, "error ensuring directories: %v", err)
 	}
@@ -192,6 +192,17 @@ func (wr *Writer) WriteFile(path string, src io.Reader, opt WriteOptions) (int64
 	}
 	syncDir(filepath.Dir(real))
 	return size, nil
+}
+
+// nonDir names the ancestor of p (or p) that exists and is not a
+// directory, which is what made creating p fail with ENOTDIR.
+func nonDir(p string) string {
+	for q := p; q != "/" && q != "."; q = filepath.Dir(q) {
+		if st, err := os.Stat(q); err == nil && !st.IsDir() {
+			return q
+		}
+	}
+	return p
 }
 
 func copyError(err error, announced int64) error {

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"syscall"
 
 	"github.com/envd-dev/envd/internal/auth"
 	"github.com/envd-dev/envd/internal/fsops"
@@ -85,8 +86,11 @@ func statusOf(err error) int {
 		return http.StatusUnauthorized
 	case errors.Is(err, errNotAcceptable):
 		return http.StatusNotAcceptable
+	// A symlink loop or a file where a directory must be is the path the
+	// client chose, not a fault of the server.
 	case errors.Is(err, errBadRequest), errors.Is(err, fsops.ErrSource),
-		errors.Is(err, fsops.ErrIsDir), errors.Is(err, fsops.ErrNotRegular):
+		errors.Is(err, fsops.ErrIsDir), errors.Is(err, fsops.ErrNotRegular),
+		errors.Is(err, fsops.ErrNotDir), errors.Is(err, syscall.ELOOP):
 		return http.StatusBadRequest
 	case errors.Is(err, fsops.ErrNoSpace):
 		return http.StatusInsufficientStorage

@@ -110,6 +110,17 @@ func (f *Files) resolvePath(p string, u *execenv.User) (string, error) {
 	return resolved, nil
 }
 
+// resolveTarget is resolvePath for an upload, cleaned: "dir/sub/../f.txt"
+// is stored at, reported as and compared with other parts as "dir/f.txt",
+// and no "sub" is created on the way.
+func (f *Files) resolveTarget(p string, u *execenv.User) (string, error) {
+	resolved, err := f.resolvePath(p, u)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Clean(resolved), nil
+}
+
 func (f *Files) download(w http.ResponseWriter, r *http.Request) error {
 	req, err := f.authorize(r, auth.OpRead)
 	if err != nil {
@@ -285,7 +296,7 @@ func (f *Files) upload(w http.ResponseWriter, r *http.Request) error {
 		if !req.hasPath {
 			return fail(errBadRequest, "path query parameter is required for raw body upload")
 		}
-		path, err := f.resolvePath(req.path, u)
+		path, err := f.resolveTarget(req.path, u)
 		if err != nil {
 			return err
 		}
@@ -339,7 +350,7 @@ func (f *Files) uploadParts(mr *multipart.Reader, req filesRequest, up *upload) 
 				return nil, fail(errBadRequest, "error getting multipart custom part file name: %w", err)
 			}
 		}
-		path, err := f.resolvePath(target, up.user)
+		path, err := f.resolveTarget(target, up.user)
 		if err != nil {
 			return nil, err
 		}
