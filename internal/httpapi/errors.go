@@ -3,7 +3,6 @@ package httpapi
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"syscall"
@@ -28,6 +27,7 @@ var (
 	errBadRequest    = errors.New("bad request")
 	errUnauthorized  = errors.New("unauthorized")
 	errNotAcceptable = errors.New("not acceptable")
+	errNotFound      = errors.New("not found")
 )
 
 // fault is a failure whose message is the one the client is shown and whose
@@ -94,7 +94,9 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, fsops.ErrNoSpace):
 		return http.StatusInsufficientStorage
-	case errors.Is(err, fs.ErrNotExist):
+	// Not fs.ErrNotExist: a file or directory vanishing in the middle of
+	// an upload is the server's 500, only a download of a missing path 404.
+	case errors.Is(err, errNotFound):
 		return http.StatusNotFound
 	}
 	return http.StatusInternalServerError

@@ -163,7 +163,7 @@ func checkDownloadable(path string) error {
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return because(err, nil, "path '%s' does not exist", path)
+		return because(err, errNotFound, "path '%s' does not exist", path)
 	case err != nil:
 		return fail(nil, "error checking if path exists '%s': %w", path, err)
 	case st.IsDir():
