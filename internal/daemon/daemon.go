@@ -19,6 +19,7 @@ import (
 	"github.com/envd-dev/envd/internal/config"
 	"github.com/envd-dev/envd/internal/execenv"
 	"github.com/envd-dev/envd/internal/fsapi"
+	"github.com/envd-dev/envd/internal/fsops"
 	"github.com/envd-dev/envd/internal/httpapi"
 	"github.com/envd-dev/envd/internal/proc"
 	"github.com/envd-dev/envd/internal/reaper"
@@ -51,6 +52,7 @@ type Daemon struct {
 	reaper *reaper.Reaper
 	procs  *proc.Manager
 	fs     *fsapi.Service
+	writer *fsops.Writer // uploads; fs's watchers recognise its temporary files
 	// placer puts user processes into cgroups; nil leaves them in envd's.
 	placer proc.Placer
 	vm     vm // cgroups, MMDS, port forwarding, snapshot hooks (vm.go)
@@ -88,7 +90,8 @@ func New(cfg config.Config, build Build, log *slog.Logger) (*Daemon, error) {
 	d.reaper = r
 	d.setupOrchestrated()
 	d.procs = proc.NewManager(proc.Options{Reaper: r, Env: d.env, Placer: d.placer, OnFork: d.vm.onFork, Log: log})
-	d.fs = fsapi.New(d.env, log)
+	d.writer = fsops.NewWriter(log)
+	d.fs = fsapi.New(d.env, d.writer, log)
 	return d, nil
 }
 

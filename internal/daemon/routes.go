@@ -20,7 +20,7 @@ func (d *Daemon) routes() http.Handler {
 	health := &httpapi.Health{Version: d.build.Version}
 	mux.Handle("GET /health", d.recoverAfterRestore(health))
 
-	files := &httpapi.Files{Env: d.env, Token: d.token, Now: time.Now, Log: d.log}
+	files := &httpapi.Files{Env: d.env, Token: d.token, Now: time.Now, Log: d.log, Writer: d.writer}
 	mux.Handle("GET /files", files.Download())
 	mux.Handle("POST /files", files.Upload())
 	mux.Handle("POST /files/compose", &httpapi.Compose{Env: d.env, Log: d.log})
@@ -34,8 +34,8 @@ func (d *Daemon) routes() http.Handler {
 	mux.Handle("POST /fsthaw", &httpapi.FSThaw{FS: d.orch.fs, Log: d.log})
 	mux.Handle("POST /collapse", &httpapi.Collapse{Collapser: d.orch.collapse, Log: d.log})
 
-	mux.Handle(processconnect.NewProcessHandler(processapi.New(d.procs, d.env, d.log), processapi.HandlerOptions()...))
-	mux.Handle(filesystemconnect.NewFilesystemHandler(d.fs, fsapi.HandlerOptions()...))
+	mux.Handle(checkedBodies(processconnect.NewProcessHandler(processapi.New(d.procs, d.env, d.log), processapi.HandlerOptions()...)))
+	mux.Handle(checkedBodies(filesystemconnect.NewFilesystemHandler(d.fs, fsapi.HandlerOptions()...)))
 
 	return withCORS(auth.RequireToken(d.token, auth.BasicUser(d.env, mux)))
 }

@@ -37,6 +37,7 @@ func (s *Service) CreateWatcher(ctx context.Context, req *filesystem.CreateWatch
 	w, err := fswatch.Start(wctx, root, fswatch.Options{
 		Recursive:          req.GetRecursive(),
 		AllowNetworkMounts: req.GetAllowNetworkMounts(),
+		Staged:             s.staged,
 	})
 	if err != nil {
 		cancel()

@@ -27,6 +27,9 @@ const defaultMaxPending = 65536
 type Service struct {
 	env *execenv.Env
 	log *slog.Logger
+	// staged recognises the upload Writer's temporary files, which watchers
+	// hide; nil when there is no Writer.
+	staged func(name string) (replaces, ok bool)
 	// MaxPending bounds each polling watcher's buffer; set before serving.
 	MaxPending int
 
@@ -52,10 +55,11 @@ func HandlerOptions() []connect.HandlerOption {
 	return []connect.HandlerOption{connect.WithCompressMinBytes(math.MaxInt32), connect.WithInterceptors(legacyInterceptor{})}
 }
 
-// New builds the service; Close stops its watchers.
-func New(env *execenv.Env, log *slog.Logger) *Service {
+// New builds the service; Close stops its watchers. Its watchers report
+// the atomic writes of uploads (nil: none) as in-place writes.
+func New(env *execenv.Env, uploads *fsops.Writer, log *slog.Logger) *Service {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Service{
+	s := &Service{
 		env:        env,
 		log:        log,
 		MaxPending: defaultMaxPending,
@@ -63,6 +67,10 @@ func New(env *execenv.Env, log *slog.Logger) *Service {
 		cancel:     cancel,
 		watchers:   map[string]*pollWatcher{},
 	}
+	if uploads != nil {
+		s.staged = uploads.Staged
+	}
+	return s
 }
 
 // Close stops every watcher and waits for their goroutines.

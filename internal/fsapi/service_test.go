@@ -34,7 +34,7 @@ func serve(t *testing.T, s *Service) filesystemconnect.FilesystemClient {
 }
 
 func newService() *Service {
-	return New(execenv.NewEnv(""), slog.New(slog.DiscardHandler))
+	return New(execenv.NewEnv(""), nil, slog.New(slog.DiscardHandler))
 }
 
 // A polling watcher nobody polls stops at MaxPending and says so: the

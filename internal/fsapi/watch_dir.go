@@ -29,6 +29,7 @@ func (s *Service) WatchDir(ctx context.Context, req *filesystem.WatchDirRequest,
 	w, err := fswatch.Start(ctx, root, fswatch.Options{
 		Recursive:          req.GetRecursive(),
 		AllowNetworkMounts: req.GetAllowNetworkMounts(),
+		Staged:             s.staged,
 	})
 	if err != nil {
 		return toConnect(err)

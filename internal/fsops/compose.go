@@ -75,7 +75,7 @@ func Compose(sources []string, dest string, uid, gid uint32) error {
 			os.Remove(tmp.Name())
 		}
 	}()
-	if err := composeChown(tmp, uid, gid); err != nil {
+	if err := setOwnerAndMode(tmp, int(uid), int(gid), 0); err != nil {
 		return &ComposeError{Op: "error changing ownership of the result", Err: err}
 	}
 	for _, src := range sources {
@@ -93,7 +93,7 @@ func Compose(sources []string, dest string, uid, gid uint32) error {
 		return &ComposeError{Op: "error renaming the result", Err: err}
 	}
 	done = true
-	composeSyncDir(filepath.Dir(dest))
+	syncDir(filepath.Dir(dest))
 	for _, src := range sources {
 		_ = os.Remove(src)
 	}
@@ -134,21 +134,3 @@ func uuid4() string {
 
 // composeChown skips the chown when the file already has the owner, so
 // an unprivileged envd can still compose files as itself.
-func composeChown(f *os.File, uid, gid uint32) error {
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if sys := st.Sys().(*syscall.Stat_t); sys.Uid == uid && sys.Gid == gid {
-		return nil
-	}
-	return f.Chown(int(uid), int(gid))
-}
-
-// composeSyncDir makes the rename durable; failing only loses durability.
-func composeSyncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-}

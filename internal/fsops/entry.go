@@ -1,8 +1,9 @@
 // Package fsops is the filesystem domain behind the Filesystem service and
 // uploads: describing entries as §9.1 says, creating directories owned by the
-// acting user, moving, removing and listing. It imports neither proto nor
-// connect; errors are wrapped OS errors plus the sentinels below, which
-// internal/fsapi maps to wire codes.
+// acting user, moving, removing, listing, and storing files atomically
+// (Writer). It imports neither proto nor connect; errors are wrapped OS
+// errors plus sentinels, which internal/fsapi and internal/httpapi map to
+// wire codes and statuses.
 package fsops
 
 import (

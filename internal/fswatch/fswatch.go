@@ -10,6 +10,9 @@
 // is announced once. Such a file that already has content also gets a
 // synthetic Write, since its writes happened before anyone could see them.
 //
+// Atomic writes of this process (uploads) are reported as the in-place writes
+// clients expect, never by their temporary names; see Options.Staged.
+//
 // fswatch imports neither proto nor connect; internal/fsapi turns its events
 // into wire messages.
 package fswatch
@@ -84,7 +87,19 @@ type Options struct {
 	// full the watcher stops reading, so the kernel queue fills and
 	// eventually overflows into ErrOverflow.
 	Buffer int
+	// Staged recognises the temporary files of this process's atomic
+	// writes (fsops.Writer.Staged): their events are never reported, and the
+	// rename of one into place is reported as the start of an in-place
+	// write, CREATE, CHMOD for a new file or CHMOD, WRITE for a replaced one.
+	// The write's own modification of the target that follows the rename
+	// is the last WRITE. Nil reports every name as the kernel does.
+	Staged func(name string) (replaces, ok bool)
 }
+
+// maxStagedMoves bounds the renames of temporary files waiting for their
+// second half; a temporary file moved out of the watched tree by someone
+// else never gets one.
+const maxStagedMoves = 1024
 
 // statfs magic numbers of filesystems refused unless AllowNetworkMounts (§9.3).
 var networkFS = map[int64]string{
@@ -109,6 +124,11 @@ type Watcher struct {
 
 	wds   map[int32]*dirWatch
 	paths map[string]int32
+
+	staged func(name string) (replaces, ok bool)
+	// moves holds, by rename cookie, whether a temporary file that was
+	// just renamed away replaces its target.
+	moves map[uint32]bool
 }
 
 type dirWatch struct {
@@ -152,6 +172,8 @@ func Start(ctx context.Context, root string, opt Options) (*Watcher, error) {
 		events:    make(chan Event, opt.Buffer),
 		wds:       map[int32]*dirWatch{},
 		paths:     map[string]int32{},
+		staged:    opt.Staged,
+		moves:     map[uint32]bool{},
 	}
 	if err := w.addRoot(); err != nil {
 		w.file.Close()
@@ -235,6 +257,9 @@ func (w *Watcher) addSubdirs(ctx context.Context, rel string, announce bool) (bo
 	}
 	parent := w.wds[w.paths[rel]]
 	for _, e := range entries {
+		if w.isStaged(e.Name()) {
+			continue
+		}
 		child := filepath.Join(rel, e.Name())
 		if announce {
 			if parent != nil {
@@ -296,6 +321,14 @@ func vanished(err error) bool {
 	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP)
 }
 
+func (w *Watcher) isStaged(name string) bool {
+	if w.staged == nil {
+		return false
+	}
+	_, ok := w.staged(name)
+	return ok
+}
+
 func (w *Watcher) emit(ctx context.Context, ev Event) bool {
 	select {
 	case w.events <- ev:
@@ -328,7 +361,7 @@ func (w *Watcher) run(ctx context.Context) {
 			nameBytes := buf[off+unix.SizeofInotifyEvent : off+unix.SizeofInotifyEvent+int(raw.Len)]
 			off += unix.SizeofInotifyEvent + int(raw.Len)
 			name := strings.TrimRight(string(nameBytes), "\x00")
-			cont, err := w.handle(ctx, raw.Wd, raw.Mask, name)
+			cont, err := w.handle(ctx, raw.Wd, raw.Mask, raw.Cookie, name)
 			if err != nil {
 				w.err = err
 				return
@@ -341,7 +374,7 @@ func (w *Watcher) run(ctx context.Context) {
 }
 
 // handle turns one kernel event into Events. It returns false to stop.
-func (w *Watcher) handle(ctx context.Context, wd int32, mask uint32, name string) (bool, error) {
+func (w *Watcher) handle(ctx context.Context, wd int32, mask, cookie uint32, name string) (bool, error) {
 	if mask&unix.IN_Q_OVERFLOW != 0 {
 		return false, ErrOverflow
 	}
@@ -384,6 +417,33 @@ func (w *Watcher) handle(ctx context.Context, wd int32, mask uint32, name string
 	}
 	if mask&(unix.IN_DELETE|unix.IN_MOVED_FROM) != 0 {
 		delete(dw.announced, name)
+	}
+	if w.staged != nil {
+		if replaces, ok := w.staged(name); ok {
+			if mask&unix.IN_MOVED_FROM != 0 {
+				if len(w.moves) >= maxStagedMoves {
+					clear(w.moves)
+				}
+				w.moves[cookie] = replaces
+			}
+			return true, nil
+		}
+		if replaces, ok := w.moves[cookie]; ok && mask&unix.IN_MOVED_TO != 0 {
+			delete(w.moves, cookie)
+			upload := []Op{Create, Chmod}
+			if replaces {
+				upload = []Op{Chmod, Write}
+			}
+			for _, op := range upload {
+				if op == Create && suppressCreate {
+					continue
+				}
+				if !w.emit(ctx, Event{Name: rel, Op: op}) {
+					return false, nil
+				}
+			}
+			return true, nil
+		}
 	}
 	for _, op := range ops(mask) {
 		if op == Create && suppressCreate {

@@ -111,7 +111,7 @@ func composeError(err error, src string) error {
 		return &apiError{status: http.StatusNotFound, msg: "source file not found: " + src, err: err}
 	case errors.Is(err, fsops.ErrSourceNotRegular):
 		return &apiError{status: http.StatusBadRequest, msg: "source path is not a regular file: " + src, err: err}
-	case isNoSpace(err):
+	case fsops.IsNoSpace(err):
 		return &apiError{status: http.StatusInsufficientStorage, msg: "not enough disk space available", err: err}
 	}
 	return &apiError{status: http.StatusInternalServerError, msg: fmt.Sprint(err), err: err}

@@ -34,6 +34,9 @@ type Files struct {
 	Token *auth.Token
 	Now   func() time.Time
 	Log   *slog.Logger
+	// Writer stores uploads; the filesystem watchers share it to recognise
+	// its temporary files.
+	Writer *fsops.Writer
 }
 
 // Download returns the GET /files handler.
@@ -56,7 +59,7 @@ func (f *Files) authorize(r *http.Request, op string) (filesRequest, error) {
 	if q.Has("signature_expiration") {
 		v, err := strconv.ParseInt(q.Get("signature_expiration"), 10, 64)
 		if err != nil {
-			return filesRequest{}, plainError(http.StatusBadRequest, "Invalid format for parameter signature_expiration: "+err.Error())
+			return filesRequest{}, &fault{msg: "Invalid format for parameter signature_expiration: " + err.Error(), kind: errBadRequest, body: plainBody}
 		}
 		exp = &v
 	}
@@ -69,14 +72,14 @@ func (f *Files) authorize(r *http.Request, op string) (filesRequest, error) {
 		Operation:   op,
 	}, f.Now())
 	if err != nil {
-		return filesRequest{}, &apiError{status: http.StatusUnauthorized, msg: err.Error()}
+		return filesRequest{}, &fault{msg: err.Error(), kind: errUnauthorized, err: err}
 	}
 	req := filesRequest{path: q.Get("path"), hasPath: q.Has("path"), username: q.Get("username")}
 	if !q.Has("username") {
 		req.username = f.Env.Snapshot().User
 	}
 	if req.username == "" {
-		return filesRequest{}, errorf(http.StatusBadRequest, "username not provided")
+		return filesRequest{}, fail(errBadRequest, "username not provided")
 	}
 	return req, nil
 }
@@ -89,7 +92,7 @@ func (f *Files) lookupUser(name string) (*execenv.User, error) {
 		if errors.As(err, &unknown) {
 			err = unknown
 		}
-		return nil, errorf(http.StatusUnauthorized, "error looking up user '%s': %v", name, err)
+		return nil, fail(errUnauthorized, "error looking up user '%s': %v", name, err)
 	}
 	return u, nil
 }
@@ -102,9 +105,20 @@ func (f *Files) resolvePath(p string, u *execenv.User) (string, error) {
 		err = fsops.ValidatePath(resolved)
 	}
 	if err != nil {
-		return "", errorf(http.StatusBadRequest, "error expanding and resolving path '%s': %w", p, err)
+		return "", fail(errBadRequest, "error expanding and resolving path '%s': %w", p, err)
 	}
 	return resolved, nil
+}
+
+// resolveTarget is resolvePath for an upload, cleaned: "dir/sub/../f.txt"
+// is stored at, reported as and compared with other parts as "dir/f.txt",
+// and no "sub" is created on the way.
+func (f *Files) resolveTarget(p string, u *execenv.User) (string, error) {
+	resolved, err := f.resolvePath(p, u)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Clean(resolved), nil
 }
 
 func (f *Files) download(w http.ResponseWriter, r *http.Request) error {
@@ -120,53 +134,90 @@ func (f *Files) download(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	st, err := os.Stat(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return errorf(http.StatusNotFound, "path '%s' does not exist", path)
-	case err != nil:
-		return errorf(http.StatusInternalServerError, "error checking if path exists '%s': %w", path, err)
-	case st.IsDir():
-		return errorf(http.StatusBadRequest, "path '%s' is a directory", path)
-	case !st.Mode().IsRegular():
-		return errorf(http.StatusBadRequest, "path '%s' is not a regular file", path)
+	if err := checkDownloadable(path); err != nil {
+		return err
 	}
-
-	enc, identityRejected, err := negotiateEncoding(strings.Join(r.Header.Values("Accept-Encoding"), ","))
+	enc, err := downloadEncoding(w, r)
 	if err != nil {
-		return errorf(http.StatusNotAcceptable, "error parsing Accept-Encoding: %w", err)
+		return err
 	}
-	w.Header().Add("Vary", "Accept-Encoding")
-	if hasRangeOrConditional(r.Header) {
-		if identityRejected {
-			return errorf(http.StatusNotAcceptable, "identity encoding not acceptable for Range or conditional request")
-		}
-		enc = encIdentity
-	}
-
-	// O_NONBLOCK: if the path became a FIFO since the stat, open must not
-	// wait for a writer. It changes nothing for regular files.
-	file, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	file, st, err := openRegular(path)
 	if err != nil {
-		return errorf(http.StatusInternalServerError, "error opening file '%s': %w", path, err)
+		return err
 	}
 	defer file.Close()
-	st, err = file.Stat()
-	if err != nil {
-		return errorf(http.StatusInternalServerError, "error opening file '%s': %w", path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return errorf(http.StatusBadRequest, "path '%s' is not a regular file", path)
-	}
 	if cd := mime.FormatMediaType("inline", map[string]string{"filename": filepath.Base(path)}); cd != "" {
 		w.Header().Set("Content-Disposition", cd)
 	}
-
 	if enc == encIdentity {
 		http.ServeContent(w, r, req.path, st.ModTime(), file)
 		return nil
 	}
-	ct := mime.TypeByExtension(filepath.Ext(req.path))
+	f.serveGzip(w, req.path, file)
+	return nil
+}
+
+// checkDownloadable answers what stat (following symlinks) says of path
+// before anything about encodings is looked at.
+func checkDownloadable(path string) error {
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return because(err, errNotFound, "path '%s' does not exist", path)
+	case err != nil:
+		return fail(nil, "error checking if path exists '%s': %w", path, err)
+	case st.IsDir():
+		return fail(fsops.ErrIsDir, "path '%s' is a directory", path)
+	case !st.Mode().IsRegular():
+		return fail(fsops.ErrNotRegular, "path '%s' is not a regular file", path)
+	}
+	return nil
+}
+
+// downloadEncoding picks identity or gzip; Range and conditional requests
+// are served as identity, since their byte positions are those of the file.
+func downloadEncoding(w http.ResponseWriter, r *http.Request) (string, error) {
+	enc, identityRejected, err := negotiateEncoding(strings.Join(r.Header.Values("Accept-Encoding"), ","))
+	if err != nil {
+		return "", fail(errNotAcceptable, "error parsing Accept-Encoding: %w", err)
+	}
+	w.Header().Add("Vary", "Accept-Encoding")
+	if hasRangeOrConditional(r.Header) {
+		if identityRejected {
+			return "", fail(errNotAcceptable, "identity encoding not acceptable for Range or conditional request")
+		}
+		enc = encIdentity
+	}
+	return enc, nil
+}
+
+// openRegular opens path for reading and checks, on the open file, that it
+// is still a regular file.
+func openRegular(path string) (*os.File, fs.FileInfo, error) {
+	// O_NONBLOCK: if the path became a FIFO since the stat, open must not
+	// wait for a writer. It changes nothing for regular files.
+	file, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, fail(nil, "error opening file '%s': %w", path, err)
+	}
+	st, err := file.Stat()
+	switch {
+	case err != nil:
+		err = fail(nil, "error opening file '%s': %w", path, err)
+	case !st.Mode().IsRegular():
+		err = fail(fsops.ErrNotRegular, "path '%s' is not a regular file", path)
+	}
+	if err != nil {
+		file.Close()
+		return nil, nil, err
+	}
+	return file, st, nil
+}
+
+// serveGzip streams file compressed; the Content-Type is that of the name
+// the client asked for.
+func (f *Files) serveGzip(w http.ResponseWriter, name string, file *os.File) {
+	ct := mime.TypeByExtension(filepath.Ext(name))
 	if ct == "" {
 		ct = "application/octet-stream"
 	}
@@ -176,10 +227,9 @@ func (f *Files) download(w http.ResponseWriter, r *http.Request) error {
 	if err := copyGzip(w, file); err != nil {
 		// The status is sent; cutting the connection is the only way to tell
 		// the client its body is incomplete.
-		f.Log.Debug("gzip download aborted", "path", path, "err", err)
+		f.Log.Debug("gzip download aborted", "path", file.Name(), "err", err)
 		panic(http.ErrAbortHandler)
 	}
-	return nil
 }
 
 // copyGzip compresses at BestSpeed: loopback and VM networks are fast enough
@@ -231,40 +281,40 @@ func (f *Files) upload(w http.ResponseWriter, r *http.Request) error {
 	}
 	md, err := metadataFromHeaders(r.Header)
 	if err != nil {
-		return errorf(http.StatusBadRequest, "invalid metadata: %w", err)
+		return fail(errBadRequest, "invalid metadata: %w", err)
 	}
 	ct := r.Header.Get("Content-Type")
 	mediaType, params, err := mime.ParseMediaType(ct)
 	if err != nil {
-		return errorf(http.StatusBadRequest, "unsupported content type: %s, expected multipart/form-data or application/octet-stream", ct)
+		return fail(errBadRequest, "unsupported content type: %s, expected multipart/form-data or application/octet-stream", ct)
 	}
-	wr := &writer{log: f.Log, user: u, metadata: md, contentLength: r.ContentLength}
+	up := &upload{writer: f.Writer, user: u, metadata: md, contentLength: r.ContentLength}
 
 	var entries []uploadEntry
 	switch {
 	case mediaType == "application/octet-stream":
 		if !req.hasPath {
-			return errorf(http.StatusBadRequest, "path query parameter is required for raw body upload")
+			return fail(errBadRequest, "path query parameter is required for raw body upload")
 		}
-		path, err := f.resolvePath(req.path, u)
+		path, err := f.resolveTarget(req.path, u)
 		if err != nil {
 			return err
 		}
-		if err := wr.write(path, body, "error reading request body"); err != nil {
+		if err := up.write(path, body, "error reading request body"); err != nil {
 			return err
 		}
 		entries = append(entries, resultEntry(path))
 	case strings.HasPrefix(mediaType, "multipart/"):
 		boundary := params["boundary"]
 		if boundary == "" {
-			return errorf(http.StatusBadRequest, "error parsing multipart form: no multipart boundary param in Content-Type")
+			return fail(errBadRequest, "error parsing multipart form: no multipart boundary param in Content-Type")
 		}
-		entries, err = f.uploadParts(multipart.NewReader(body, boundary), req, wr)
+		entries, err = f.uploadParts(multipart.NewReader(body, boundary), req, up)
 		if err != nil {
 			return err
 		}
 	default:
-		return errorf(http.StatusBadRequest, "unsupported content type: %s, expected multipart/form-data or application/octet-stream", ct)
+		return fail(errBadRequest, "unsupported content type: %s, expected multipart/form-data or application/octet-stream", ct)
 	}
 
 	if entries == nil {
@@ -276,7 +326,7 @@ func (f *Files) upload(w http.ResponseWriter, r *http.Request) error {
 
 // uploadParts writes every part named "file", in order. A failing part
 // stops the request; the files before it stay written.
-func (f *Files) uploadParts(mr *multipart.Reader, req filesRequest, wr *writer) ([]uploadEntry, error) {
+func (f *Files) uploadParts(mr *multipart.Reader, req filesRequest, up *upload) ([]uploadEntry, error) {
 	var (
 		entries []uploadEntry
 		written []string
@@ -289,7 +339,7 @@ func (f *Files) uploadParts(mr *multipart.Reader, req filesRequest, wr *writer) 
 			return entries, nil
 		}
 		if err != nil {
-			return nil, errorf(http.StatusBadRequest, "error reading form: %w", err)
+			return nil, fail(errBadRequest, "error reading form: %w", err)
 		}
 		if part.FormName() != "file" {
 			continue // NextPart discards the rest of it
@@ -297,10 +347,10 @@ func (f *Files) uploadParts(mr *multipart.Reader, req filesRequest, wr *writer) 
 		target := req.path
 		if !req.hasPath {
 			if target, err = partFileName(part.Header.Get("Content-Disposition")); err != nil {
-				return nil, errorf(http.StatusBadRequest, "error getting multipart custom part file name: %w", err)
+				return nil, fail(errBadRequest, "error getting multipart custom part file name: %w", err)
 			}
 		}
-		path, err := f.resolvePath(target, wr.user)
+		path, err := f.resolveTarget(target, up.user)
 		if err != nil {
 			return nil, err
 		}
@@ -309,9 +359,9 @@ func (f *Files) uploadParts(mr *multipart.Reader, req filesRequest, wr *writer) 
 			if len(written) > 1 {
 				msg += ", also the following files were uploaded: " + strings.Join(written, ", ")
 			}
-			return nil, &apiError{status: http.StatusBadRequest, msg: msg}
+			return nil, &fault{msg: msg, kind: errBadRequest}
 		}
-		if err := wr.write(path, part, "error reading form"); err != nil {
+		if err := up.write(path, part, "error reading form"); err != nil {
 			return nil, err
 		}
 		written = append(written, path)
@@ -353,9 +403,9 @@ func decodedBody(r *http.Request) (io.ReadCloser, error) {
 	case encGzip:
 		gz, err := gzip.NewReader(r.Body)
 		if err != nil {
-			return nil, errorf(http.StatusBadRequest, "error decompressing request body: %w", err)
+			return nil, fail(errBadRequest, "error decompressing request body: %w", err)
 		}
 		return gz, nil
 	}
-	return nil, errorf(http.StatusBadRequest, "error decompressing request body: unsupported Content-Encoding: %s, supported: [gzip]", r.Header.Get("Content-Encoding"))
+	return nil, fail(errBadRequest, "error decompressing request body: unsupported Content-Encoding: %s, supported: [gzip]", r.Header.Get("Content-Encoding"))
 }

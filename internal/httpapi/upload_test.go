@@ -251,7 +251,7 @@ func TestUploadBadInputs(t *testing.T) {
 			"path is a directory: " + dir},
 		{"device target", "/files?path=/dev/null", []byte("x"), []string{"Content-Type", "application/octet-stream"}, 400,
 			"path is not a regular file: /dev/null"},
-		{"parent is a file", "/files?path=" + url.QueryEscape(keep+"/child"), []byte("x"), []string{"Content-Type", "application/octet-stream"}, 500,
+		{"parent is a file", "/files?path=" + url.QueryEscape(keep+"/child"), []byte("x"), []string{"Content-Type", "application/octet-stream"}, 400,
 			"error ensuring directories: path is a file: " + keep},
 		{"unknown user", q + "&username=no-such-user-envd", []byte("x"), []string{"Content-Type", "application/octet-stream"}, 401,
 			"error looking up user 'no-such-user-envd': user: unknown user no-such-user-envd"},

@@ -1,4 +1,4 @@
-package httpapi
+package fsops
 
 import (
 	"io"
@@ -14,7 +14,8 @@ const (
 // writes the previous ones to disk. Sequentially, a gzip upload runs at the
 // sum of both costs; overlapped, at the slower of the two. It returns only
 // after the reading goroutine has stopped, so src is never touched after the
-// handler returns. A write error stops reading after the read in progress.
+// caller returns. A write error stops reading after the read in progress.
+// Errors of src come back marked ErrSource, those of dst as they are.
 func pipeCopy(dst io.Writer, src io.Reader) (int64, error) {
 	free := make(chan []byte, pipeBuffers)
 	full := make(chan []byte, pipeBuffers) // as many slots as buffers: sending never blocks
@@ -68,7 +69,10 @@ func pipeCopy(dst io.Writer, src io.Reader) (int64, error) {
 	if writeErr != nil {
 		return written, writeErr
 	}
-	return written, readErr
+	if readErr != nil {
+		return written, sourceError{readErr}
+	}
+	return written, nil
 }
 
 // fill reads until buf is full or src fails; io.EOF means a clean end.
