@@ -6,64 +6,18 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/envd-dev/envd/internal/fsmeta"
+	"github.com/envd-dev/envd/internal/testkit"
 )
-
-// requireXattrs skips when the test filesystem has no user xattrs, the one
-// legitimate reason metadata tests cannot run.
-func requireXattrs(t *testing.T, dir string) {
-	t.Helper()
-	probe := filepath.Join(dir, ".xattr-probe")
-	if err := os.WriteFile(probe, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(probe)
-	if err := unix.Setxattr(probe, "user.probe", []byte("1"), 0); err != nil {
-		if errors.Is(err, unix.ENOTSUP) {
-			t.Skipf("filesystem of %s has no user xattrs: %v", dir, err)
-		}
-		t.Fatal(err)
-	}
-}
-
-// testUser creates a real account for ownership checks (root only).
-func testUser(t *testing.T) *user.User {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("creating users needs root")
-	}
-	name := fmt.Sprintf("fsops%d", os.Getpid()%100000)
-	// Other test packages add users concurrently; useradd then fails to
-	// lock /etc/passwd, so retry that case a few times.
-	for attempt := 0; ; attempt++ {
-		out, err := exec.Command("useradd", "--no-create-home", "--user-group", name).CombinedOutput()
-		if err == nil {
-			break
-		}
-		if attempt < 50 && bytes.Contains(out, []byte("lock")) {
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		t.Fatalf("useradd: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("userdel", name).Run() })
-	u, err := user.Lookup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return u
-}
 
 func ids(t *testing.T, u *user.User) (uint32, uint32) {
 	uid, err := strconv.Atoi(u.Uid)
@@ -89,7 +43,7 @@ func owner(t *testing.T, path string) (uint32, uint32) {
 
 func TestDescribe(t *testing.T) {
 	dir := t.TempDir()
-	requireXattrs(t, dir)
+	testkit.RequireXattrs(t, dir)
 	file := filepath.Join(dir, "file.txt")
 	if err := os.WriteFile(file, []byte("hello"), 0o644); err != nil {
 		t.Fatal(err)
@@ -240,7 +194,7 @@ func TestValidatePath(t *testing.T) {
 
 // New directories belong to the acting user; existing parents keep their owner.
 func TestMakeDirOwnership(t *testing.T) {
-	u := testUser(t)
+	u := testkit.AddUser(t, "fsops")
 	uid, gid := ids(t, u)
 	dir := t.TempDir()
 	target := filepath.Join(dir, "a", "b", "c")
@@ -272,10 +226,10 @@ func TestMakeDirOwnership(t *testing.T) {
 
 // Move keeps xattrs (metadata) and creates the destination's parents owned by the user.
 func TestMove(t *testing.T) {
-	u := testUser(t)
+	u := testkit.AddUser(t, "fsops")
 	uid, gid := ids(t, u)
 	dir := t.TempDir()
-	requireXattrs(t, dir)
+	testkit.RequireXattrs(t, dir)
 	src := filepath.Join(dir, "src.txt")
 	if err := os.WriteFile(src, []byte("data"), 0o644); err != nil {
 		t.Fatal(err)
@@ -411,7 +365,7 @@ func TestList(t *testing.T) {
 // xattrs (a mix-up between workers would pair a name with another's data).
 func TestListLargeMatchesWalkDir(t *testing.T) {
 	dir := t.TempDir()
-	requireXattrs(t, dir)
+	testkit.RequireXattrs(t, dir)
 	for i := range 500 {
 		p := filepath.Join(dir, fmt.Sprintf("e%03d", (i*7)%500))
 		if i%50 == 0 {
