@@ -15,9 +15,14 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/envd-dev/envd/internal/execenv"
 	"github.com/envd-dev/envd/internal/fsmeta"
 	"github.com/envd-dev/envd/internal/testkit"
 )
+
+// newDescriber is the Describer the Filesystem service builds: names from
+// execenv's cache of the user and group databases.
+func newDescriber() *Describer { return NewDescriberNames((&execenv.Users{}).Names) }
 
 func ids(t *testing.T, u *user.User) (uint32, uint32) {
 	uid, err := strconv.Atoi(u.Uid)
@@ -81,7 +86,7 @@ func TestDescribe(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d := NewDescriber()
+	d := newDescriber()
 	me, _ := user.Current()
 	meGroup, _ := user.LookupGroupId(me.Gid)
 	for _, tc := range []struct {
@@ -167,7 +172,7 @@ func TestDescribeUnknownOwner(t *testing.T) {
 	if err := os.Chown(f, 54321, 54322); err != nil {
 		t.Fatal(err)
 	}
-	e, err := NewDescriber().Describe(f)
+	e, err := newDescriber().Describe(f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +334,7 @@ func TestList(t *testing.T) {
 		{2, "file1.txt,linkdir,subdir1,subdir1/subdir1_1,subdir1/subdir1_2,subdir2,subdir2/deep"},
 		{10, "file1.txt,linkdir,subdir1,subdir1/subdir1_1,subdir1/subdir1_2,subdir2,subdir2/deep,subdir2/deep/deeper"},
 	} {
-		es, err := List(NewDescriber(), alias, tc.depth)
+		es, err := List(newDescriber(), alias, tc.depth)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -337,7 +342,7 @@ func TestList(t *testing.T) {
 			t.Errorf("depth %d: %s\nwant %s", tc.depth, got, tc.want)
 		}
 	}
-	es, err := List(NewDescriber(), dir, 1)
+	es, err := List(newDescriber(), dir, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,17 +350,17 @@ func TestList(t *testing.T) {
 		t.Errorf("linkdir entry = %+v", es[1])
 	}
 
-	if _, err := List(NewDescriber(), filepath.Join(dir, "file1.txt"), 1); !errors.Is(err, ErrNotDir) {
+	if _, err := List(newDescriber(), filepath.Join(dir, "file1.txt"), 1); !errors.Is(err, ErrNotDir) {
 		t.Errorf("list a file: %v, want ErrNotDir", err)
 	}
-	if _, err := List(NewDescriber(), filepath.Join(dir, "missing"), 1); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := List(newDescriber(), filepath.Join(dir, "missing"), 1); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("list missing: %v", err)
 	}
 	loop := filepath.Join(dir, "loop")
 	if err := os.Symlink("loop", loop); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := List(NewDescriber(), loop, 1); !errors.Is(err, unix.ELOOP) {
+	if _, err := List(newDescriber(), loop, 1); !errors.Is(err, unix.ELOOP) {
 		t.Errorf("list a symlink loop: %v, want ELOOP", err)
 	}
 }
@@ -400,9 +405,9 @@ func TestListLargeMatchesWalkDir(t *testing.T) {
 	}
 	// Both ways of reading metadata: listxattrat first, and the path-only
 	// fallback kernels before 6.13 get.
-	withoutAt := NewDescriber()
+	withoutAt := newDescriber()
 	withoutAt.noXattrAt.Store(true)
-	for _, d := range []*Describer{NewDescriber(), withoutAt} {
+	for _, d := range []*Describer{newDescriber(), withoutAt} {
 		listMatches(t, d, dir, want)
 	}
 }
