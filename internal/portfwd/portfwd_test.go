@@ -269,7 +269,7 @@ func TestNetns(t *testing.T) {
 	cmd := exec.Command("ip", "netns", "exec", vm, exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"=10.213.7.2")
 	cmd.Stderr = os.Stderr
-	// No Pdeathsig: it fires when the forking thread exits, and dialIn ends
+	// No Pdeathsig: it fires when the forking thread exits, and DialIn ends
 	// threads on purpose. Cleanup kills the helper instead.
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

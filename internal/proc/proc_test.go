@@ -106,27 +106,17 @@ type output struct {
 func collect(t *testing.T, p *proc.Process, sub *proc.Subscription) *output {
 	t.Helper()
 	o := &output{}
-	add := func(c proc.Chunk) {
-		switch c.Stream {
-		case proc.Stdout:
-			o.stdout.Write(c.Data)
-		case proc.Stderr:
-			o.stderr.Write(c.Data)
-		case proc.PTY:
-			o.pty.Write(c.Data)
-		}
-	}
 	for {
 		select {
 		case c := <-sub.C:
-			add(c)
+			o.add(c)
 			continue
 		case <-p.Done():
 		}
 		for {
 			select {
 			case c := <-sub.C:
-				add(c)
+				o.add(c)
 				continue
 			default:
 			}
