@@ -56,7 +56,7 @@ func AddGroup(t testing.TB, prefix string) string {
 // that case is retried instead of failing the test.
 func Passwd(t testing.TB, cmd string, args ...string) {
 	t.Helper()
-	if out, err := passwd(cmd, args...); err != nil {
+	if out, err := passwd(nil, cmd, args...); err != nil {
 		t.Fatalf("%s %v: %v: %s", cmd, args, err, out)
 	}
 }
@@ -66,16 +66,22 @@ func Passwd(t testing.TB, cmd string, args ...string) {
 // is logged, since it leaves an account behind.
 func cleanupPasswd(t testing.TB, cmd string, args ...string) {
 	var exit *exec.ExitError
-	if out, err := passwd(cmd, args...); err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 6) {
+	if out, err := passwd(nil, cmd, args...); err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 6) {
 		t.Logf("cleanup %s %v: %v: %s", cmd, args, err, out)
 	}
 }
 
-func passwd(cmd string, args ...string) ([]byte, error) {
+// passwd runs cmd until it does not fail for a lock held elsewhere ("cannot
+// lock /etc/passwd; try again later"), for at most 10 s; busy, if set, is
+// called after each such failure.
+func passwd(busy func(), cmd string, args ...string) ([]byte, error) {
 	for attempt := 0; ; attempt++ {
 		out, err := exec.Command(cmd, args...).CombinedOutput()
 		if err == nil || attempt >= 100 || !bytes.Contains(out, []byte("lock")) {
 			return out, err
+		}
+		if busy != nil {
+			busy()
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
