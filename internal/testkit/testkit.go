@@ -3,7 +3,7 @@
 // clock, a FUSE mount, polling, a dialer inside a network namespace, probes
 // for what this machine's kernel offers, and real users. It imports no envd
 // package, so a domain package's tests do not pull in the daemon; the daemon
-// harness is envdtest, on top of it.
+// harness, for tests that need the whole daemon, is envdtest.
 package testkit
 
 import (
