@@ -1,6 +1,6 @@
 // Package daemon is envd's composition root: it builds every component from a
 // config.Config, serves them on one listener and shuts them down in order.
-// Only main, the test harness envdtest and envd-bench import daemon; routes.go
+// Only main, envd-bench and tests (through envdtest, mostly) import daemon; routes.go
 // is the only place that registers routes.
 package daemon
 
