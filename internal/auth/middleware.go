@@ -11,21 +11,15 @@ import (
 	"github.com/envd-dev/envd/internal/execenv"
 )
 
-// Exempt lists the METHOD+PATH pairs that never need X-Access-Token (§6.1):
-// /files checks its own header-or-signature, /init authenticates itself.
-var exempt = map[string]bool{
-	"GET/health": true,
-	"GET/files":  true,
-	"POST/files": true,
-	"POST/init":  true,
-}
-
 const unauthorizedMessage = "unauthorized access, please provide a valid access token or method signing if supported"
 
-// RequireToken rejects non-exempt requests lacking the access token once one is set.
-func RequireToken(tok *Token, next http.Handler) http.Handler {
+// RequireToken rejects requests lacking the access token once one is set,
+// except those public says are exempt (§6.1). The route table decides who is
+// public, where each route is declared; public sees the request before any
+// routing, so it matches METHOD and path exactly, as the existing envds do.
+func RequireToken(tok *Token, public func(*http.Request) bool, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, set := tok.Get(); set && !exempt[r.Method+r.URL.Path] && !tok.Equal(r.Header.Get("X-Access-Token")) {
+		if _, set := tok.Get(); set && !public(r) && !tok.Equal(r.Header.Get("X-Access-Token")) {
 			WriteJSONError(w, http.StatusUnauthorized, unauthorizedMessage)
 			return
 		}

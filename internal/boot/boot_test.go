@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,13 +21,12 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/envd-dev/envd/internal/boot"
 	"github.com/envd-dev/envd/internal/config"
 	"github.com/envd-dev/envd/internal/daemon"
 	"github.com/envd-dev/envd/internal/gen/process"
 	"github.com/envd-dev/envd/internal/gen/process/processconnect"
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
 // pid1Env makes the test binary run as envd's main does — boot steps, then
@@ -136,45 +134,6 @@ func (l *logLines) String() string {
 	return strings.Join(l.raw, "\n")
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// dialIn connects from inside the network namespace nsPath; the socket takes
-// the namespace of the creating thread, which is locked and never unlocked,
-// so it dies with the goroutine.
-func dialIn(nsPath, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			ch <- result{nil, fmt.Errorf("setns: %w", err)}
-			return
-		}
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
-}
-
 // mounts maps mount point to filesystem type from a mountinfo file.
 func mounts(t *testing.T, path string) map[string]string {
 	t.Helper()
@@ -266,7 +225,7 @@ func TestPID1(t *testing.T) {
 			t.Logf("PID 1 log:\n%s", logs)
 		}
 	})
-	eventually(t, "unshare to fork PID 1", func() bool {
+	testkit.Eventually(t, "unshare to fork PID 1", func() bool {
 		c := children(cmd.Process.Pid)
 		if len(c) == 1 {
 			pid1 = c[0]
@@ -276,7 +235,7 @@ func TestPID1(t *testing.T) {
 	if n := nsPid(pid1); n != 1 {
 		t.Fatalf("child of unshare has pid %d in its namespace, want 1", n)
 	}
-	eventually(t, "envd listening", func() bool { return logs.index("envd listening", "") >= 0 })
+	testkit.Eventually(t, "envd listening", func() bool { return logs.index("envd listening", "") >= 0 })
 
 	// Every step mounted into the boot root, inside the namespace only.
 	got := mounts(t, fmt.Sprintf("/proc/%d/mountinfo", pid1))
@@ -304,7 +263,7 @@ func TestPID1(t *testing.T) {
 	// Loopback is up: the daemon answers on 127.0.0.1 inside the namespace.
 	nsNet := fmt.Sprintf("/proc/%d/ns/net", pid1)
 	hc := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) { return dialIn(nsNet, addr) },
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) { return testkit.DialIn(nsNet, addr) },
 	}}
 	base := "http://127.0.0.1:" + strconv.Itoa(pid1Port)
 	resp, err := hc.Get(base + "/health")
@@ -333,7 +292,7 @@ func TestPID1(t *testing.T) {
 
 	// The orphan: a sleep whose parent sh has exited, now a child of PID 1.
 	var orphan int
-	eventually(t, "the orphaned sleep to be reparented to PID 1", func() bool {
+	testkit.Eventually(t, "the orphaned sleep to be reparented to PID 1", func() bool {
 		for _, c := range children(pid1) {
 			if comm(c) == "sleep" && nsPid(c) != started {
 				orphan = c
@@ -345,7 +304,7 @@ func TestPID1(t *testing.T) {
 	if err := syscall.Kill(orphan, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the killed orphan to be reaped (gone, not a zombie)", func() bool {
+	testkit.Eventually(t, "the killed orphan to be reaped (gone, not a zombie)", func() bool {
 		_, err := os.Stat(fmt.Sprintf("/proc/%d", orphan))
 		return os.IsNotExist(err)
 	})

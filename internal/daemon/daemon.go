@@ -1,6 +1,7 @@
 // Package daemon is envd's composition root: it builds every component from a
 // config.Config, serves them on one listener and shuts them down in order.
-// Nothing imports daemon; routes.go is the only place that registers routes.
+// Only main, envd-bench and tests (mostly through envdtest) import daemon;
+// routes.go is the only place that registers routes.
 package daemon
 
 import (

@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/envd-dev/envd/internal/auth"
@@ -13,18 +15,21 @@ import (
 )
 
 // routes is THE table of every HTTP route and Connect service envd serves.
-// Middleware, outermost first: CORS, access token, Basic-auth user.
+// Middleware, outermost first: CORS, access token, Basic-auth user. Every
+// route needs the access token once one is set, unless declared public(…)
+// here (§6.1: /files checks its own header-or-signature, /init authenticates
+// itself).
 func (d *Daemon) routes() http.Handler {
-	mux := http.NewServeMux()
+	mux := newRouteTable()
 
 	health := &httpapi.Health{Version: d.build.Version}
-	mux.Handle("GET /health", d.recoverAfterRestore(health))
+	mux.Handle("GET /health", public(d.recoverAfterRestore(health)))
 
 	files := &httpapi.Files{Env: d.env, Token: d.token, Now: time.Now, Log: d.log, Writer: d.writer}
-	mux.Handle("GET /files", files.Download())
-	mux.Handle("POST /files", files.Upload())
+	mux.Handle("GET /files", public(files.Download()))
+	mux.Handle("POST /files", public(files.Upload()))
 	mux.Handle("POST /files/compose", &httpapi.Compose{Env: d.env, Log: d.log})
-	mux.Handle("POST /init", d.recoverAfterRestore(d.initAPI))
+	mux.Handle("POST /init", public(d.recoverAfterRestore(d.initAPI)))
 	mux.Handle("GET /metrics", d.metricsAPI)
 	mux.Handle("GET /envs", &httpapi.Envs{Env: d.env})
 	mux.Handle("POST /snapshot/prepare", d.snapshotAPI)
@@ -37,5 +42,40 @@ func (d *Daemon) routes() http.Handler {
 	mux.Handle(checkedBodies(processconnect.NewProcessHandler(processapi.New(d.procs, d.env, d.log), processapi.HandlerOptions()...)))
 	mux.Handle(checkedBodies(filesystemconnect.NewFilesystemHandler(d.fs, fsapi.HandlerOptions()...)))
 
-	return withCORS(auth.RequireToken(d.token, auth.BasicUser(d.env, mux)))
+	return withCORS(auth.RequireToken(d.token, mux.isPublic, auth.BasicUser(d.env, mux)))
+}
+
+// publicHandler marks a route that never needs the access token.
+type publicHandler struct{ http.Handler }
+
+// public declares the route it wraps exempt from the access token.
+func public(h http.Handler) http.Handler { return publicHandler{h} }
+
+// routeTable is a ServeMux that also records which routes are public.
+type routeTable struct {
+	*http.ServeMux
+	public map[string]bool // "METHOD /path" exactly as the request line has them
+}
+
+func newRouteTable() *routeTable {
+	return &routeTable{ServeMux: http.NewServeMux(), public: map[string]bool{}}
+}
+
+// Handle registers h; a public(…) handler must be one method on one exact
+// path, since the token check matches the request's method and path before
+// any routing (a wildcard or subtree would widen the exemption silently).
+func (t *routeTable) Handle(pattern string, h http.Handler) {
+	if p, ok := h.(publicHandler); ok {
+		method, path, _ := strings.Cut(pattern, " ")
+		if method == "" || !strings.HasPrefix(path, "/") || strings.ContainsAny(path, "{} ") || (path != "/" && strings.HasSuffix(path, "/")) {
+			panic(fmt.Sprintf("public route %q must be METHOD and one exact path", pattern))
+		}
+		t.public[pattern] = true
+		h = p.Handler
+	}
+	t.ServeMux.Handle(pattern, h)
+}
+
+func (t *routeTable) isPublic(r *http.Request) bool {
+	return t.public[r.Method+" "+r.URL.Path]
 }

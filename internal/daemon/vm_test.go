@@ -25,11 +25,11 @@ import (
 
 	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/config"
-	"github.com/envd-dev/envd/internal/daemon"
 	"github.com/envd-dev/envd/internal/envdtest"
 	"github.com/envd-dev/envd/internal/gen/process"
 	"github.com/envd-dev/envd/internal/gen/process/processconnect"
 	"github.com/envd-dev/envd/internal/mmds/mmdstest"
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
 func hash(tok string) string {
@@ -87,17 +87,6 @@ func envs(t *testing.T, s *envdtest.Server) map[string]string {
 	return m
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestInitTokenCheckedAgainstMMDSHash(t *testing.T) {
 	md := mmdstest.New(t, map[string]any{"instanceID": "sbx-1", "envID": "tmpl-1", "accessTokenHash": hash("right-token")})
 	s, _ := startInVM(t, md)
@@ -133,7 +122,7 @@ func TestMMDSIdentityPublished(t *testing.T) {
 	md := mmdstest.New(t, map[string]any{"instanceID": "sbx-1", "envID": "tmpl-1"})
 	md.FailNext(2)
 	s, runDir := startInVM(t, md)
-	eventually(t, "sandbox id from the boot MMDS poll", func() bool { return envs(t, s)["WRENN_SANDBOX_ID"] == "sbx-1" })
+	testkit.Eventually(t, "sandbox id from the boot MMDS poll", func() bool { return envs(t, s)["WRENN_SANDBOX_ID"] == "sbx-1" })
 	e := envs(t, s)
 	for k, v := range map[string]string{"WRENN_SANDBOX": "true", "E2B_SANDBOX": "true", "E2B_SANDBOX_ID": "sbx-1", "WRENN_TEMPLATE_ID": "tmpl-1", "E2B_TEMPLATE_ID": "tmpl-1"} {
 		if e[k] != v {
@@ -150,7 +139,7 @@ func TestMMDSIdentityPublished(t *testing.T) {
 	if code, body := post(t, s, "/init", ""); code != http.StatusNoContent {
 		t.Fatalf("/init = %d %q", code, body)
 	}
-	eventually(t, "new sandbox id after /init re-poll", func() bool { return envs(t, s)["WRENN_SANDBOX_ID"] == "sbx-2" })
+	testkit.Eventually(t, "new sandbox id after /init re-poll", func() bool { return envs(t, s)["WRENN_SANDBOX_ID"] == "sbx-2" })
 }
 
 // rawGet sends one keep-alive GET on c and reads the whole response.
@@ -298,25 +287,11 @@ func (l *lockedBuffer) String() string {
 // TestPayloadsNeverLogged runs a daemon logging at debug level and moves
 // marked bytes through stdin, stdout and an upload: none may reach the log.
 func TestPayloadsNeverLogged(t *testing.T) {
-	cfg, err := config.Parse([]string{"-isnotfc", "-no-cgroups", "-verbose"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
 	logs := &lockedBuffer{}
-	d, err := daemon.New(cfg, daemon.Build{Version: "0.0.0-test"}, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan struct{})
-	go func() { d.Serve(ctx, ln); close(served) }()
-	defer func() { cancel(); <-served }()
-	base := "http://" + ln.Addr().String()
-	pc := processconnect.NewProcessClient(http.DefaultClient, base)
+	s := envdtest.StartLogged(t, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), func(c *config.Config) { c.Verbose = true })
+	ctx := t.Context()
+	base := s.URL
+	pc := processconnect.NewProcessClient(s.Client, base)
 
 	const in, out, file = "PAYLOAD-IN-9c2e", "PAYLOAD-OUT-7f3a", "PAYLOAD-FILE-51d0"
 	stream, err := pc.Start(ctx, &process.StartRequest{
@@ -352,7 +327,7 @@ func TestPayloadsNeverLogged(t *testing.T) {
 	io.WriteString(fw, file)
 	mw.Close()
 	path := filepath.Join(t.TempDir(), "payload.txt")
-	resp, err := http.Post(base+"/files?path="+path, mw.FormDataContentType(), &body)
+	resp, err := s.Client.Post(base+"/files?path="+path, mw.FormDataContentType(), &body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,8 +339,9 @@ func TestPayloadsNeverLogged(t *testing.T) {
 		t.Fatalf("uploaded file = %q", got)
 	}
 
-	cancel()
-	<-served
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
 	all := logs.String()
 	if all == "" {
 		t.Fatal("debug logging produced nothing; the test would prove nothing")

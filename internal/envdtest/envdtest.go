@@ -1,5 +1,7 @@
 // Package envdtest runs a real envd daemon inside a test process, on a
-// loopback port, so tests drive it over the wire with real clients.
+// loopback port, so tests drive it over the wire with real clients. What
+// tests need without a daemon (helper commands, clock, FUSE, users, …) is
+// in testkit, which packages below the daemon use instead.
 package envdtest
 
 import (
@@ -35,8 +37,16 @@ func (s *Server) Stop() error {
 }
 
 // Start runs a daemon configured as with --isnotfc --no-cgroups on
-// 127.0.0.1:0; mutate adjusts the config before it starts.
+// 127.0.0.1:0; mutate adjusts the config before it starts. Its warnings and
+// errors go to the test log.
 func Start(t testing.TB, mutate ...func(*config.Config)) *Server {
+	t.Helper()
+	return StartLogged(t, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})), mutate...)
+}
+
+// StartLogged is Start with the daemon logging to log, for tests that read
+// what it logs.
+func StartLogged(t testing.TB, log *slog.Logger, mutate ...func(*config.Config)) *Server {
 	t.Helper()
 	cfg, err := config.Parse([]string{"-isnotfc", "-no-cgroups"}, nil)
 	if err != nil {
@@ -46,7 +56,6 @@ func Start(t testing.TB, mutate ...func(*config.Config)) *Server {
 	for _, m := range mutate {
 		m(&cfg)
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	d, err := daemon.New(cfg, daemon.Build{Version: "0.7.0", Commit: "test"}, log)
 	if err != nil {
 		t.Fatal(err)

@@ -1,19 +1,13 @@
 package fsapi_test
 
 import (
-	"bytes"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
 	"golang.org/x/sys/unix"
@@ -88,36 +82,6 @@ func wantCode(t *testing.T, what string, err error, code connect.Code) {
 	}
 }
 
-var userSeq atomic.Int32
-
-// testUser creates a real account with a home directory (root only).
-func testUser(t testing.TB) *user.User {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("creating users needs root")
-	}
-	name := fmt.Sprintf("fsapi%d_%d", os.Getpid()%100000, userSeq.Add(1))
-	// Other test packages add users concurrently; useradd then fails to
-	// lock /etc/passwd, so retry that case a few times.
-	for attempt := 0; ; attempt++ {
-		out, err := exec.Command("useradd", "--create-home", "--user-group", name).CombinedOutput()
-		if err == nil {
-			break
-		}
-		if attempt < 50 && bytes.Contains(out, []byte("lock")) {
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		t.Fatalf("useradd: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("userdel", "--remove", name).Run() })
-	u, err := user.Lookup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return u
-}
-
 func ownerOf(t *testing.T, path string) string {
 	t.Helper()
 	var st unix.Stat_t
@@ -125,22 +89,6 @@ func ownerOf(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return strconv.Itoa(int(st.Uid)) + ":" + strconv.Itoa(int(st.Gid))
-}
-
-// requireXattrs skips when dir's filesystem has no user xattrs.
-func requireXattrs(t *testing.T, dir string) {
-	t.Helper()
-	probe := filepath.Join(dir, ".xattr-probe")
-	if err := os.WriteFile(probe, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(probe)
-	if err := unix.Setxattr(probe, "user.probe", []byte("1"), 0); err != nil {
-		if errors.Is(err, unix.ENOTSUP) {
-			t.Skipf("filesystem of %s has no user xattrs: %v", dir, err)
-		}
-		t.Fatal(err)
-	}
 }
 
 func mustWrite(t testing.TB, path, data string) {

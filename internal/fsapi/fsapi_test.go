@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
 	"golang.org/x/sys/unix"
@@ -19,6 +18,7 @@ import (
 	"github.com/envd-dev/envd/internal/envdtest"
 	"github.com/envd-dev/envd/internal/fsmeta"
 	fspb "github.com/envd-dev/envd/internal/gen/filesystem"
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
 // Stat and ListDir over both codecs: every EntryInfo field of §9.1, the Go
@@ -26,7 +26,7 @@ import (
 func TestStatAndListDir(t *testing.T) {
 	srv := envdtest.Start(t)
 	dir := t.TempDir()
-	requireXattrs(t, dir)
+	testkit.RequireXattrs(t, dir)
 	mustWrite(t, filepath.Join(dir, "file1.txt"), "hello")
 	if err := os.Chmod(filepath.Join(dir, "file1.txt"), 0o644); err != nil {
 		t.Fatal(err)
@@ -103,7 +103,7 @@ func TestStatAndListDir(t *testing.T) {
 // default workdir for Stat/ListDir.
 func TestPathsAndOwnership(t *testing.T) {
 	srv := envdtest.Start(t)
-	u := testUser(t)
+	u := testkit.AddUser(t, "fsapi")
 	want := u.Uid + ":" + u.Gid
 	fs := client(srv, nil, "Authorization", basic(u.Username))
 
@@ -167,7 +167,7 @@ func TestPathsAndOwnership(t *testing.T) {
 func TestMoveKeepsMetadata(t *testing.T) {
 	srv := envdtest.Start(t)
 	dir := t.TempDir()
-	requireXattrs(t, dir)
+	testkit.RequireXattrs(t, dir)
 	src := filepath.Join(dir, "a")
 	mustWrite(t, src, "x")
 	if err := fsmeta.Replace(src, map[string]string{"k1": "v1", "k2": "ü"}); err != nil {
@@ -411,7 +411,7 @@ func TestNonUTF8Names(t *testing.T) {
 // shows in the next answer.
 func TestOwnerNameFollowsUserDatabase(t *testing.T) {
 	srv := envdtest.Start(t)
-	u := testUser(t)
+	u := testkit.AddUser(t, "fsapi")
 	fs := client(srv, nil)
 	path := filepath.Join(t.TempDir(), "owned")
 	mustWrite(t, path, "x")
@@ -431,17 +431,7 @@ func TestOwnerNameFollowsUserDatabase(t *testing.T) {
 		t.Fatalf("owner %q, want %q", got, u.Username)
 	}
 	renamed := u.Username + "r"
-	for attempt := 0; ; attempt++ {
-		out, err := exec.Command("usermod", "--login", renamed, u.Username).CombinedOutput()
-		if err == nil {
-			break
-		}
-		if attempt < 50 && bytes.Contains(out, []byte("lock")) {
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		t.Fatalf("usermod: %v: %s", err, out)
-	}
+	testkit.Passwd(t, "usermod", "--login", renamed, u.Username)
 	t.Cleanup(func() { _ = exec.Command("userdel", "--remove", renamed).Run() })
 	if got := owner(); got != renamed {
 		t.Errorf("owner after rename %q, want %q", got, renamed)

@@ -21,6 +21,7 @@ import (
 	"github.com/envd-dev/envd/internal/execenv"
 	fspb "github.com/envd-dev/envd/internal/gen/filesystem"
 	"github.com/envd-dev/envd/internal/gen/filesystem/filesystemconnect"
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
 // serve mounts s alone on an httptest server (default user root).
@@ -170,17 +171,7 @@ func (l smallBufListener) Accept() (net.Conn, error) {
 // parked in TCP to a few thousand, and the event count covers the machine's
 // own max_queued_events with room to spare.
 func TestWatchDirOverflowSlowClient(t *testing.T) {
-	raw, err := os.ReadFile("/proc/sys/fs/inotify/max_queued_events")
-	if err != nil {
-		t.Fatal(err)
-	}
-	limit, err := strconv.Atoi(strings.TrimSpace(string(raw)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if limit > 1<<20 {
-		t.Skipf("max_queued_events is %d; filling it would make this test too slow", limit)
-	}
+	limit := testkit.MaxQueuedEvents(t, 1<<20)
 	s := newService()
 	defer s.Close()
 	mux := http.NewServeMux()

@@ -15,6 +15,7 @@ import (
 	"github.com/envd-dev/envd/internal/envdtest"
 	fspb "github.com/envd-dev/envd/internal/gen/filesystem"
 	"github.com/envd-dev/envd/internal/gen/filesystem/filesystemconnect"
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
 type watchStream = connect.ServerStreamForClient[fspb.WatchDirResponse]
@@ -271,7 +272,7 @@ func hasEvent(evs []*fspb.FilesystemEvent, name string, typ fspb.EventType) bool
 // Watches refuse a FUSE mount (a real one, served in-process) unless
 // allow_network_mounts is set.
 func TestWatchNetworkMount(t *testing.T) {
-	dir := envdtest.MountFUSE(t)
+	dir := testkit.MountFUSE(t)
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
 		t.Fatal(err)

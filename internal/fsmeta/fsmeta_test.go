@@ -8,28 +8,13 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-)
 
-// requireXattrs skips when the test filesystem has no user xattrs; that is the
-// only reason to skip.
-func requireXattrs(t *testing.T, dir string) {
-	t.Helper()
-	p := filepath.Join(dir, ".probe")
-	if err := os.WriteFile(p, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(p)
-	if err := unix.Setxattr(p, "user.probe", []byte("1"), 0); err != nil {
-		if errors.Is(err, unix.ENOTSUP) {
-			t.Skipf("filesystem of %s does not support user xattrs: %v", dir, err)
-		}
-		t.Fatal(err)
-	}
-}
+	"github.com/envd-dev/envd/internal/testkit"
+)
 
 func TestReplaceAndRead(t *testing.T) {
 	dir := t.TempDir()
-	requireXattrs(t, dir)
+	testkit.RequireXattrs(t, dir)
 	p := filepath.Join(dir, "f")
 	if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)

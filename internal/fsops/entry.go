@@ -11,9 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -64,10 +62,6 @@ type Describer struct {
 	// noXattrAt is set once listxattrat(2) proved unavailable.
 	noXattrAt atomic.Bool
 }
-
-// NewDescriber returns a Describer with empty caches that reads the user
-// and group databases itself.
-func NewDescriber() *Describer { return NewDescriberNames(lookupNames) }
 
 // NewDescriberNames returns a Describer that asks names for the user and
 // group names it has not cached yet, e.g. a cache shared across requests.
@@ -234,20 +228,6 @@ func (d *Describer) names(uid, gid uint32) (string, string) {
 	d.mu.Lock()
 	d.users[uid], d.groups[gid] = u, g
 	d.mu.Unlock()
-	return u, g
-}
-
-// lookupNames reads the databases: the names, or the decimal ids when
-// there are none.
-func lookupNames(uid, gid uint32) (string, string) {
-	u := strconv.FormatUint(uint64(uid), 10)
-	if usr, err := user.LookupId(u); err == nil {
-		u = usr.Username
-	}
-	g := strconv.FormatUint(uint64(gid), 10)
-	if grp, err := user.LookupGroupId(g); err == nil {
-		g = grp.Name
-	}
 	return u, g
 }
 

@@ -6,64 +6,23 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/envd-dev/envd/internal/execenv"
 	"github.com/envd-dev/envd/internal/fsmeta"
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
-// requireXattrs skips when the test filesystem has no user xattrs, the one
-// legitimate reason metadata tests cannot run.
-func requireXattrs(t *testing.T, dir string) {
-	t.Helper()
-	probe := filepath.Join(dir, ".xattr-probe")
-	if err := os.WriteFile(probe, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(probe)
-	if err := unix.Setxattr(probe, "user.probe", []byte("1"), 0); err != nil {
-		if errors.Is(err, unix.ENOTSUP) {
-			t.Skipf("filesystem of %s has no user xattrs: %v", dir, err)
-		}
-		t.Fatal(err)
-	}
-}
-
-// testUser creates a real account for ownership checks (root only).
-func testUser(t *testing.T) *user.User {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("creating users needs root")
-	}
-	name := fmt.Sprintf("fsops%d", os.Getpid()%100000)
-	// Other test packages add users concurrently; useradd then fails to
-	// lock /etc/passwd, so retry that case a few times.
-	for attempt := 0; ; attempt++ {
-		out, err := exec.Command("useradd", "--no-create-home", "--user-group", name).CombinedOutput()
-		if err == nil {
-			break
-		}
-		if attempt < 50 && bytes.Contains(out, []byte("lock")) {
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		t.Fatalf("useradd: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("userdel", name).Run() })
-	u, err := user.Lookup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return u
-}
+// newDescriber is the Describer the Filesystem service builds: names from
+// execenv's cache of the user and group databases.
+func newDescriber() *Describer { return NewDescriberNames((&execenv.Users{}).Names) }
 
 func ids(t *testing.T, u *user.User) (uint32, uint32) {
 	uid, err := strconv.Atoi(u.Uid)
@@ -89,7 +48,7 @@ func owner(t *testing.T, path string) (uint32, uint32) {
 
 func TestDescribe(t *testing.T) {
 	dir := t.TempDir()
-	requireXattrs(t, dir)
+	testkit.RequireXattrs(t, dir)
 	file := filepath.Join(dir, "file.txt")
 	if err := os.WriteFile(file, []byte("hello"), 0o644); err != nil {
 		t.Fatal(err)
@@ -127,7 +86,7 @@ func TestDescribe(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d := NewDescriber()
+	d := newDescriber()
 	me, _ := user.Current()
 	meGroup, _ := user.LookupGroupId(me.Gid)
 	for _, tc := range []struct {
@@ -213,7 +172,7 @@ func TestDescribeUnknownOwner(t *testing.T) {
 	if err := os.Chown(f, 54321, 54322); err != nil {
 		t.Fatal(err)
 	}
-	e, err := NewDescriber().Describe(f)
+	e, err := newDescriber().Describe(f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +199,7 @@ func TestValidatePath(t *testing.T) {
 
 // New directories belong to the acting user; existing parents keep their owner.
 func TestMakeDirOwnership(t *testing.T) {
-	u := testUser(t)
+	u := testkit.AddUser(t, "fsops")
 	uid, gid := ids(t, u)
 	dir := t.TempDir()
 	target := filepath.Join(dir, "a", "b", "c")
@@ -272,10 +231,10 @@ func TestMakeDirOwnership(t *testing.T) {
 
 // Move keeps xattrs (metadata) and creates the destination's parents owned by the user.
 func TestMove(t *testing.T) {
-	u := testUser(t)
+	u := testkit.AddUser(t, "fsops")
 	uid, gid := ids(t, u)
 	dir := t.TempDir()
-	requireXattrs(t, dir)
+	testkit.RequireXattrs(t, dir)
 	src := filepath.Join(dir, "src.txt")
 	if err := os.WriteFile(src, []byte("data"), 0o644); err != nil {
 		t.Fatal(err)
@@ -375,7 +334,7 @@ func TestList(t *testing.T) {
 		{2, "file1.txt,linkdir,subdir1,subdir1/subdir1_1,subdir1/subdir1_2,subdir2,subdir2/deep"},
 		{10, "file1.txt,linkdir,subdir1,subdir1/subdir1_1,subdir1/subdir1_2,subdir2,subdir2/deep,subdir2/deep/deeper"},
 	} {
-		es, err := List(NewDescriber(), alias, tc.depth)
+		es, err := List(newDescriber(), alias, tc.depth)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -383,7 +342,7 @@ func TestList(t *testing.T) {
 			t.Errorf("depth %d: %s\nwant %s", tc.depth, got, tc.want)
 		}
 	}
-	es, err := List(NewDescriber(), dir, 1)
+	es, err := List(newDescriber(), dir, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,17 +350,17 @@ func TestList(t *testing.T) {
 		t.Errorf("linkdir entry = %+v", es[1])
 	}
 
-	if _, err := List(NewDescriber(), filepath.Join(dir, "file1.txt"), 1); !errors.Is(err, ErrNotDir) {
+	if _, err := List(newDescriber(), filepath.Join(dir, "file1.txt"), 1); !errors.Is(err, ErrNotDir) {
 		t.Errorf("list a file: %v, want ErrNotDir", err)
 	}
-	if _, err := List(NewDescriber(), filepath.Join(dir, "missing"), 1); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := List(newDescriber(), filepath.Join(dir, "missing"), 1); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("list missing: %v", err)
 	}
 	loop := filepath.Join(dir, "loop")
 	if err := os.Symlink("loop", loop); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := List(NewDescriber(), loop, 1); !errors.Is(err, unix.ELOOP) {
+	if _, err := List(newDescriber(), loop, 1); !errors.Is(err, unix.ELOOP) {
 		t.Errorf("list a symlink loop: %v, want ELOOP", err)
 	}
 }
@@ -411,7 +370,7 @@ func TestList(t *testing.T) {
 // xattrs (a mix-up between workers would pair a name with another's data).
 func TestListLargeMatchesWalkDir(t *testing.T) {
 	dir := t.TempDir()
-	requireXattrs(t, dir)
+	testkit.RequireXattrs(t, dir)
 	for i := range 500 {
 		p := filepath.Join(dir, fmt.Sprintf("e%03d", (i*7)%500))
 		if i%50 == 0 {
@@ -446,9 +405,9 @@ func TestListLargeMatchesWalkDir(t *testing.T) {
 	}
 	// Both ways of reading metadata: listxattrat first, and the path-only
 	// fallback kernels before 6.13 get.
-	withoutAt := NewDescriber()
+	withoutAt := newDescriber()
 	withoutAt.noXattrAt.Store(true)
-	for _, d := range []*Describer{NewDescriber(), withoutAt} {
+	for _, d := range []*Describer{newDescriber(), withoutAt} {
 		listMatches(t, d, dir, want)
 	}
 }

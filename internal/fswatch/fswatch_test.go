@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
 // collect reads events until pred says stop or the watch ends.
@@ -287,17 +289,7 @@ func TestCancel(t *testing.T) {
 // then end with ErrOverflow rather than drop events quietly. The queue size is
 // the machine's own max_queued_events; nothing global is changed.
 func TestOverflowWhenNotRead(t *testing.T) {
-	raw, err := os.ReadFile("/proc/sys/fs/inotify/max_queued_events")
-	if err != nil {
-		t.Fatal(err)
-	}
-	limit, err := strconv.Atoi(strings.TrimSpace(string(raw)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if limit > 100000 {
-		t.Skipf("max_queued_events is %d; filling it would make this test too slow", limit)
-	}
+	limit := testkit.MaxQueuedEvents(t, 100000)
 	dir := t.TempDir()
 	const buffer = 16
 	w, _ := start(t, dir, Options{Buffer: buffer})

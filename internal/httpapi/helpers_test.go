@@ -2,19 +2,18 @@ package httpapi_test
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/json"
 	"io"
 	"mime/multipart"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/envd-dev/envd/internal/envdtest"
 	"github.com/envd-dev/envd/internal/execenv"
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
 type client struct {
@@ -124,12 +123,7 @@ func needRoot(t testing.TB) {
 func addUser(t testing.TB) *execenv.User {
 	t.Helper()
 	needRoot(t)
-	name := "envdh" + strings.ToLower(rand.Text()[:10])
-	if out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", name).CombinedOutput(); err != nil {
-		t.Fatalf("useradd: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("userdel", "-r", name).Run() })
-	u, err := execenv.LookupUser(name)
+	u, err := execenv.LookupUser(testkit.AddUser(t, "envdh", "--shell", "/bin/bash").Username)
 	if err != nil {
 		t.Fatal(err)
 	}

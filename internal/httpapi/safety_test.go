@@ -12,7 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
+
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
 // mountTmpfs mounts a small real tmpfs so "disk full" is the kernel's own ENOSPC.
@@ -44,18 +45,6 @@ func fill(t *testing.T, path string) {
 			return
 		}
 	}
-}
-
-// eventually polls cond: waiting for the server to finish is not a timing
-// assertion, the deadline only bounds a hang.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
 }
 
 func hasTemp(dir string) bool {
@@ -153,9 +142,9 @@ func TestDataSafetyClientDisconnect(t *testing.T) {
 			if _, err := conn.Write(payload); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, "the upload's temporary file", func() bool { return hasTemp(dir) })
+			testkit.Eventually(t, "the upload's temporary file", func() bool { return hasTemp(dir) })
 			conn.Close()
-			eventually(t, "the temporary file to be removed", func() bool { return !hasTemp(dir) })
+			testkit.Eventually(t, "the temporary file to be removed", func() bool { return !hasTemp(dir) })
 			if readFile(t, target) != "old" {
 				t.Fatal("old content damaged")
 			}

@@ -17,9 +17,6 @@ import (
 	"time"
 )
 
-// DefaultBaseURL is where Firecracker answers inside every guest.
-const DefaultBaseURL = "http://169.254.169.254"
-
 // tokenTTL is the session token lifetime requested, in seconds; a token is
 // used for one GET right after, so any short value works.
 const tokenTTL = 60
@@ -37,7 +34,7 @@ type Metadata struct {
 
 // Client talks MMDS v2.
 type Client struct {
-	BaseURL string       // DefaultBaseURL in a VM
+	BaseURL string       // config.Config.MMDSAddress: http://169.254.169.254 in a VM
 	HTTP    *http.Client // with its own timeout
 }
 

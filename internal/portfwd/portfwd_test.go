@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,9 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/envd-dev/envd/internal/portscan"
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
 // helperEnv turns the test binary into a forwarder that runs inside a network
@@ -61,19 +59,6 @@ func newEcho(network, addr string) (*echoServer, error) {
 }
 
 func (e *echoServer) port() uint16 { return uint16(e.ln.Addr().(*net.TCPAddr).Port) }
-
-// eventually polls cond until it holds; the limit only guards against a hung
-// test on a loaded machine, it does not measure anything.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 func roundTrip(t *testing.T, c net.Conn, msg string) {
 	t.Helper()
@@ -132,7 +117,7 @@ func TestForwardOnLoopbackAlias(t *testing.T) {
 
 	ext := net.JoinHostPort("127.0.0.2", strconv.Itoa(int(srv.port())))
 	var live net.Conn
-	eventually(t, "port forwarded on 127.0.0.2", func() bool {
+	testkit.Eventually(t, "port forwarded on 127.0.0.2", func() bool {
 		c, err := net.Dial("tcp", ext)
 		if err != nil {
 			return false
@@ -156,13 +141,13 @@ func TestForwardOnLoopbackAlias(t *testing.T) {
 	}
 	roundTrip(t, live, "survives pause")
 	f.Resume()
-	eventually(t, "forwarding back after Resume", func() bool { return len(f.Ports()) == 1 })
+	testkit.Eventually(t, "forwarding back after Resume", func() bool { return len(f.Ports()) == 1 })
 	roundTrip(t, live, "survives resume")
 
 	mu.Lock()
 	listening = false
 	mu.Unlock()
-	eventually(t, "forward dropped once the listener is gone", func() bool { return len(f.Ports()) == 0 })
+	testkit.Eventually(t, "forward dropped once the listener is gone", func() bool { return len(f.Ports()) == 0 })
 	if c, err := net.Dial("tcp", ext); err == nil {
 		c.Close()
 		t.Fatal("forward still accepts after its listener went away")
@@ -252,34 +237,6 @@ func run(t *testing.T, args ...string) {
 	}
 }
 
-// dialIn connects from inside the network namespace at nsPath: the socket
-// belongs to the namespace of the thread that creates it, so the goroutine
-// is locked to a thread that never leaves (it exits with the goroutine).
-func dialIn(nsPath, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			ch <- result{nil, fmt.Errorf("setns: %w", err)}
-			return
-		}
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
-}
-
 // TestNetns: two namespaces joined by a veth pair with a private /30. The
 // forwarder runs in "vm" as its own process (re-exec of this binary through
 // ip netns exec); the test dials from "host".
@@ -312,7 +269,7 @@ func TestNetns(t *testing.T) {
 	cmd := exec.Command("ip", "netns", "exec", vm, exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"=10.213.7.2")
 	cmd.Stderr = os.Stderr
-	// No Pdeathsig: it fires when the forking thread exits, and dialIn ends
+	// No Pdeathsig: it fires when the forking thread exits, and DialIn ends
 	// threads on purpose. Cleanup kills the helper instead.
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -356,8 +313,8 @@ func TestNetns(t *testing.T) {
 	// Before forwarding, the loopback listener is not reachable from outside
 	// (connection refused); afterwards it is.
 	var live net.Conn
-	eventually(t, "127.0.0.1:"+port+" in the vm namespace reachable on "+ext, func() bool {
-		c, err := dialIn(hostNS, ext)
+	testkit.Eventually(t, "127.0.0.1:"+port+" in the vm namespace reachable on "+ext, func() bool {
+		c, err := testkit.DialIn(hostNS, ext)
 		if err != nil {
 			return false
 		}
@@ -370,7 +327,7 @@ func TestNetns(t *testing.T) {
 	if got := ask("pause"); got != "paused" {
 		t.Fatalf("pause: %s", got)
 	}
-	if c, err := dialIn(hostNS, ext); err == nil {
+	if c, err := testkit.DialIn(hostNS, ext); err == nil {
 		c.Close()
 		t.Fatal("paused forwarder still accepts")
 	}
@@ -378,8 +335,8 @@ func TestNetns(t *testing.T) {
 	if got := ask("resume"); got != "resumed" {
 		t.Fatalf("resume: %s", got)
 	}
-	eventually(t, "reachable again after resume", func() bool {
-		c, err := dialIn(hostNS, ext)
+	testkit.Eventually(t, "reachable again after resume", func() bool {
+		c, err := testkit.DialIn(hostNS, ext)
 		if err == nil {
 			roundTrip(t, c, "new")
 			c.Close()
@@ -391,8 +348,8 @@ func TestNetns(t *testing.T) {
 	if got := ask("close"); got != "closed" {
 		t.Fatalf("close: %s", got)
 	}
-	eventually(t, ext+" refused once the server closed", func() bool {
-		c, err := dialIn(hostNS, ext)
+	testkit.Eventually(t, ext+" refused once the server closed", func() bool {
+		c, err := testkit.DialIn(hostNS, ext)
 		if err == nil {
 			c.Close()
 			return false

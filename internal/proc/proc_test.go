@@ -16,22 +16,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/envd-dev/envd/internal/envdtest"
 	"github.com/envd-dev/envd/internal/execenv"
 	"github.com/envd-dev/envd/internal/proc"
 	"github.com/envd-dev/envd/internal/reaper"
+	"github.com/envd-dev/envd/internal/testkit"
 	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
-	envdtest.RunHelper()
+	testkit.RunHelper()
 	os.Exit(m.Run())
 }
 
 type fixture struct {
 	m     *proc.Manager
 	env   *execenv.Env
-	clock *envdtest.Clock
+	clock *testkit.Clock
 	user  *execenv.User
 }
 
@@ -45,7 +45,7 @@ func newFixture(t *testing.T, mutate ...func(*proc.Options)) *fixture {
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
 	env := execenv.NewEnv(os.Getenv("PATH"))
-	c := envdtest.NewClock()
+	c := testkit.NewClock()
 	o := proc.Options{Reaper: r, Env: env, Now: c.Now}
 	for _, fn := range mutate {
 		fn(&o)
@@ -106,27 +106,17 @@ type output struct {
 func collect(t *testing.T, p *proc.Process, sub *proc.Subscription) *output {
 	t.Helper()
 	o := &output{}
-	add := func(c proc.Chunk) {
-		switch c.Stream {
-		case proc.Stdout:
-			o.stdout.Write(c.Data)
-		case proc.Stderr:
-			o.stderr.Write(c.Data)
-		case proc.PTY:
-			o.pty.Write(c.Data)
-		}
-	}
 	for {
 		select {
 		case c := <-sub.C:
-			add(c)
+			o.add(c)
 			continue
 		case <-p.Done():
 		}
 		for {
 			select {
 			case c := <-sub.C:
-				add(c)
+				o.add(c)
 				continue
 			default:
 			}
@@ -153,8 +143,8 @@ func (f *fixture) start(t *testing.T, o proc.StartOptions) (*proc.Process, *proc
 }
 
 func helper(name string, args ...string) proc.Config {
-	cmd, a := envdtest.Helper(name, args...)
-	return proc.Config{Cmd: cmd, Args: a, Envs: envdtest.HelperEnv()}
+	cmd, a := testkit.Helper(name, args...)
+	return proc.Config{Cmd: cmd, Args: a, Envs: testkit.HelperEnv()}
 }
 
 func TestOutputAndExitStatus(t *testing.T) {

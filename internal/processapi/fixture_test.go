@@ -15,17 +15,17 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/envd-dev/envd/internal/auth"
-	"github.com/envd-dev/envd/internal/envdtest"
 	"github.com/envd-dev/envd/internal/execenv"
 	pb "github.com/envd-dev/envd/internal/gen/process"
 	"github.com/envd-dev/envd/internal/gen/process/processconnect"
 	"github.com/envd-dev/envd/internal/proc"
 	"github.com/envd-dev/envd/internal/processapi"
 	"github.com/envd-dev/envd/internal/reaper"
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
-	envdtest.RunHelper()
+	testkit.RunHelper()
 	os.Exit(m.Run())
 }
 
@@ -38,7 +38,7 @@ type server struct {
 	json   processconnect.ProcessClient // Connect JSON, as the SDKs
 	env    *execenv.Env
 	procs  *proc.Manager
-	clock  *envdtest.Clock
+	clock  *testkit.Clock
 }
 
 func newServer(t testing.TB) *server {
@@ -51,7 +51,7 @@ func newServer(t testing.TB) *server {
 	reaped := make(chan struct{})
 	go func() { r.Run(ctx); close(reaped) }()
 	env := execenv.NewEnv(os.Getenv("PATH"))
-	c := envdtest.NewClock()
+	c := testkit.NewClock()
 	m := proc.NewManager(proc.Options{Reaper: r, Env: env, Now: c.Now})
 	mux := http.NewServeMux()
 	mux.Handle(processconnect.NewProcessHandler(processapi.New(m, env, slog.New(slog.DiscardHandler)), processapi.HandlerOptions()...))
@@ -79,8 +79,8 @@ func newServer(t testing.TB) *server {
 }
 
 func helper(name string, args ...string) *pb.ProcessConfig {
-	cmd, a := envdtest.Helper(name, args...)
-	return &pb.ProcessConfig{Cmd: cmd, Args: a, Envs: envdtest.HelperEnv()}
+	cmd, a := testkit.Helper(name, args...)
+	return &pb.ProcessConfig{Cmd: cmd, Args: a, Envs: testkit.HelperEnv()}
 }
 
 // events is what one Start/Connect stream delivered.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	pb "github.com/envd-dev/envd/internal/gen/process"
 	"github.com/envd-dev/envd/internal/gen/process/processconnect"
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -463,19 +463,6 @@ func TestStartCommandUsers(t *testing.T) {
 // addUser creates a user with a home and one extra group, removed after the test.
 func addUser(t *testing.T) (user, group string) {
 	t.Helper()
-	suffix := strconv.Itoa(os.Getpid())
-	user, group = "envdt"+suffix, "envdg"+suffix
-	for _, args := range [][]string{
-		{"groupadd", group},
-		{"useradd", "--create-home", "--shell", "/bin/sh", "--user-group", "--groups", group, user},
-	} {
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", args, err, out)
-		}
-	}
-	t.Cleanup(func() {
-		_ = exec.Command("userdel", "--remove", user).Run()
-		_ = exec.Command("groupdel", group).Run()
-	})
-	return user, group
+	group = testkit.AddGroup(t, "envdg")
+	return testkit.AddUser(t, "envdt", "--shell", "/bin/sh", "--groups", group).Username, group
 }

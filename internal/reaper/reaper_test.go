@@ -14,14 +14,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/envd-dev/envd/internal/envdtest"
 	"github.com/envd-dev/envd/internal/reaper"
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
 const scenarioEnv = "ENVD_REAPER_ORPHAN_SCENARIO"
 
 func TestMain(m *testing.M) {
-	envdtest.RunHelper()
+	testkit.RunHelper()
 	if os.Getenv(scenarioEnv) != "" {
 		os.Exit(orphanScenario())
 	}
@@ -65,7 +65,7 @@ func orphanScenario() int {
 		fmt.Println(err)
 		return 1
 	}
-	cmd, args := envdtest.Helper("orphan")
+	cmd, args := testkit.Helper("orphan")
 	attr := &syscall.ProcAttr{
 		Env:   []string{"GORACE=atexit_sleep_ms=0"},
 		Files: []uintptr{0, w.Fd(), 2},
@@ -142,7 +142,7 @@ func TestStartKillGroupAndGone(t *testing.T) {
 	defer cancel()
 	go r.Run(ctx)
 
-	cmd, args := envdtest.Helper("hang")
+	cmd, args := testkit.Helper("hang")
 	attr := &syscall.ProcAttr{Env: []string{"GORACE=atexit_sleep_ms=0"}, Sys: &syscall.SysProcAttr{Setpgid: true}}
 	pid, exit, err := r.Start(func() (int, error) { return syscall.ForkExec(cmd, append([]string{cmd}, args...), attr) })
 	if err != nil {

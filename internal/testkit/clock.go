@@ -1,4 +1,4 @@
-package envdtest
+package testkit
 
 import (
 	"sync"

@@ -1,4 +1,4 @@
-package envdtest
+package testkit
 
 import (
 	"encoding/binary"
@@ -28,7 +28,7 @@ func MountFUSE(t testing.TB) string {
 	}
 	dir := t.TempDir()
 	opts := "fd=" + strconv.Itoa(dev) + ",rootmode=40000,user_id=0,group_id=0"
-	if err := unix.Mount("envdtest", dir, "fuse.envdtest", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+	if err := unix.Mount("testkit", dir, "fuse.testkit", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
 		unix.Close(dev)
 		t.Skipf("cannot mount FUSE here: %v", err)
 	}
