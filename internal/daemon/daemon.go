@@ -54,6 +54,8 @@ type Daemon struct {
 	// placer puts user processes into cgroups; nil leaves them in envd's.
 	placer proc.Placer
 	vm     vm // cgroups, MMDS, port forwarding, snapshot hooks (vm.go)
+
+	upg upgradeParts // live upgrade (upgrade.go)
 }
 
 // New builds the components without starting anything.
@@ -84,6 +86,7 @@ func New(cfg config.Config, build Build, log *slog.Logger) (*Daemon, error) {
 	d.reaper = r
 	d.procs = proc.NewManager(proc.Options{Reaper: r, Env: d.env, Placer: d.placer, OnFork: d.vm.onFork, Log: log})
 	d.fs = fsapi.New(d.env, log)
+	d.setupUpgrade()
 	return d, nil
 }
 
@@ -112,7 +115,7 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	reaped := make(chan struct{})
 	go func() { d.reaper.Run(reapCtx); close(reaped) }()
 	defer func() { stopReaper(); <-reaped }()
-	if d.cfg.Cmd != "" {
+	if d.cfg.Cmd != "" && !d.cfg.ResumeHandover { // after an upgrade it runs already
 		d.startCmd(d.cfg.Cmd)
 	}
 

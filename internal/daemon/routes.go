@@ -27,9 +27,10 @@ func (d *Daemon) routes() http.Handler {
 	mux.Handle("GET /metrics", d.metricsAPI)
 	mux.Handle("GET /envs", &httpapi.Envs{Env: d.env})
 	mux.Handle("POST /snapshot/prepare", d.snapshotAPI)
+	mux.Handle("POST /upgrade", d.upgradeAPI())
 
 	mux.Handle(processconnect.NewProcessHandler(processapi.New(d.procs, d.env, d.log), processapi.HandlerOptions()...))
 	mux.Handle(filesystemconnect.NewFilesystemHandler(d.fs, fsapi.HandlerOptions()...))
 
-	return withCORS(auth.RequireToken(d.token, auth.BasicUser(d.env, mux)))
+	return withCORS(auth.RequireToken(d.token, httpapi.HandoverGate(d.upg.life, auth.BasicUser(d.env, mux))))
 }
