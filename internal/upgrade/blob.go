@@ -31,13 +31,13 @@ type State struct {
 
 // Proc is a running process: its descriptors are slots, -1 when absent.
 type Proc struct {
-	Pid                       int
-	Tag                       string
-	HasTag                    bool
-	CgType                    string // "user", "pty" or "system"
-	Config                    proc.Config
+	Pid                        int
+	Tag                        string
+	HasTag                     bool
+	CgType                     string // "user", "pty" or "system"
+	Config                     proc.Config
 	Stdout, Stderr, Stdin, TTY int
-	TimeoutMS                 int64 // 0: none
+	TimeoutMS                  int64 // 0: none
 }
 
 // Exit is a retained exit.
