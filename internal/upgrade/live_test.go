@@ -490,16 +490,17 @@ func TestLiveUpgrade(t *testing.T) {
 	sendStdin(t, pc, pipePid, "\n")
 	pipeOld.until(t, "got:still-here")
 
+	// A process with a lifetime (Connect-Timeout-Ms): what is left of it
+	// must count from the thaw, not run out while the workload is frozen.
+	const lifetime = 1500 * time.Millisecond
+	tctx, tcancel := context.WithTimeout(ctx, lifetime)
+	defer tcancel()
+	timedStart := time.Now()
+	startProc(t, pc, tctx, &pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "/bin/sleep", Args: []string{"1000"}}, Tag: ptr("timed")})
+
 	// The swap. Success has no response: the connection just closes.
 	oldPid := s.envdPid()
-	img, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, body, err = s.post("/upgrade", http.Header{"X-Envd-Upgrade-Bin": {upgrade.StagePath}}, bytes.NewReader(img), int64(len(img)))
-	if err == nil {
-		t.Fatalf("upgrade answered %d %q; want the connection dropped", resp.StatusCode, body)
-	}
+	s.swap(bin)
 	for _, old := range []*stream{pipeOld, ptyOld} {
 		for range old.events {
 		}
@@ -507,7 +508,6 @@ func TestLiveUpgrade(t *testing.T) {
 			t.Fatal("a stream of the old image ended cleanly; want it cut")
 		}
 	}
-	s.waitHealthy()
 	if pid := s.envdPid(); pid != oldPid {
 		t.Fatalf("envd pid %d after the upgrade, %d before", pid, oldPid)
 	}
@@ -534,8 +534,9 @@ func TestLiveUpgrade(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), "envd not initialized") {
 		t.Fatalf("upgrade before the new image's /init: %v %v %q", resp, err, body)
 	}
+	time.Sleep(time.Until(timedStart.Add(lifetime + 500*time.Millisecond))) // past the lifetime, still frozen
 	r := s.mustPost("/init", "", http.StatusNoContent)
-	want := `{"failed":false,"procs":2,"procs_failed":0,"retained":1,"retained_failed":0,"watchers":2,"watchers_failed":0}`
+	want := `{"failed":false,"procs":3,"procs_failed":0,"retained":1,"retained_failed":0,"watchers":2,"watchers_failed":0}`
 	if got := r.Header.Get("X-Envd-Handover"); got != want {
 		t.Fatalf("X-Envd-Handover %s, want %s", got, want)
 	}
@@ -553,12 +554,17 @@ func TestLiveUpgrade(t *testing.T) {
 	}
 	var tags []string
 	for _, p := range list.GetProcesses() {
-		tags = append(tags, fmt.Sprintf("%d:%s:%s:%q", p.GetPid(), p.GetTag(), p.GetConfig().GetCmd(), p.GetConfig().GetArgs()))
+		line := fmt.Sprintf("%d:%s:%s:%q", p.GetPid(), p.GetTag(), p.GetConfig().GetCmd(), p.GetConfig().GetArgs())
+		if p.GetTag() == "timed" {
+			line = line[strings.Index(line, ":")+1:]
+		}
+		tags = append(tags, line)
 	}
 	slices.Sort(tags)
 	wantTags := []string{
 		fmt.Sprintf("%d:pipe:/bin/sh:%q", pipePid, []string{"-c", "while read l; do echo got:$l; done"}),
 		fmt.Sprintf("%d:term:/bin/sh:%q", ptyPid, []string(nil)),
+		"timed:/bin/sleep:[\"1000\"]",
 	}
 	slices.Sort(wantTags)
 	if !slices.Equal(tags, wantTags) {
@@ -602,6 +608,31 @@ func TestLiveUpgrade(t *testing.T) {
 	}
 	waitEvent(t, fc, wid, "after.txt")
 
+	// The lifetime ran out after the thaw: SIGKILL.
+	tm, _ := connectProc(t, pc, ctx, byTag("timed"))
+	if end := tm.end(t); end.GetStatus() != "signal: killed" {
+		t.Fatalf("timed process ended with %v", end)
+	}
+
+	// A chained upgrade, from the image now running from the staging path.
+	s.swap(bin)
+	if pid := s.envdPid(); pid != oldPid {
+		t.Fatalf("envd pid %d after the second upgrade, %d before", pid, oldPid)
+	}
+	cmdline, _ = os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", oldPid))
+	if n := bytes.Count(cmdline, []byte(upgrade.ResumeFlag+"\x00")); n != 2 {
+		t.Fatalf("command line after two upgrades %q", cmdline)
+	}
+	r = s.mustPost("/init", "", http.StatusNoContent)
+	want = `{"failed":false,"procs":2,"procs_failed":0,"retained":2,"retained_failed":0,"watchers":2,"watchers_failed":0}`
+	if got := r.Header.Get("X-Envd-Handover"); got != want {
+		t.Fatalf("X-Envd-Handover after the second upgrade %s, want %s", got, want)
+	}
+	pipe, _ = connectProc(t, pc, ctx, byPid(pipePid))
+	sendStdin(t, pc, pipePid, "chained\n")
+	pipe.until(t, "got:chained")
+	term, _ = connectProc(t, pc, ctx, byTag("term"))
+
 	// Re-adopted processes end with §8.1's end events.
 	if _, err := pc.CloseStdin(t.Context(), &pb.CloseStdinRequest{Process: byPid(pipePid)}); err != nil {
 		t.Fatal(err)
@@ -615,6 +646,20 @@ func TestLiveUpgrade(t *testing.T) {
 	if end := term.end(t); end.GetExitCode() != -1 || end.GetExited() || end.GetStatus() != "signal: killed" || end.GetError() != "signal: killed" {
 		t.Fatalf("re-adopted pty process ended with %v", end)
 	}
+}
+
+// swap upgrades to bin and waits until the new image answers /health.
+func (s *sandbox) swap(bin string) {
+	s.t.Helper()
+	img, err := os.ReadFile(bin)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	resp, body, err := s.post("/upgrade", http.Header{"X-Envd-Upgrade-Bin": {upgrade.StagePath}}, bytes.NewReader(img), int64(len(img)))
+	if err == nil {
+		s.t.Fatalf("upgrade answered %d %q; want the connection dropped", resp.StatusCode, body)
+	}
+	s.waitHealthy()
 }
 
 func ptr[T any](v T) *T { return &v }
