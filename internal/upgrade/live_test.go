@@ -21,11 +21,13 @@ import (
 
 	"connectrpc.com/connect"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/envd-dev/envd/internal/gen/filesystem"
 	"github.com/envd-dev/envd/internal/gen/filesystem/filesystemconnect"
 	pb "github.com/envd-dev/envd/internal/gen/process"
 	"github.com/envd-dev/envd/internal/gen/process/processconnect"
+	upb "github.com/envd-dev/envd/internal/gen/upgrade"
 	"github.com/envd-dev/envd/internal/upgrade"
 )
 
@@ -100,9 +102,15 @@ func dialIn(ctx context.Context, nsPath, addr string) (net.Conn, error) {
 	return r.c, r.err
 }
 
-// startSandbox runs bin in new namespaces. blob, if set, is put where the
-// handover blob goes before envd starts; args are appended to envd's.
-func startSandbox(t *testing.T, bin string, blob []byte, args ...string) *sandbox {
+// sandboxOpts prepare a sandbox for a handover boot.
+type sandboxOpts struct {
+	blob   []byte   // put where the handover blob goes before envd starts
+	frozen bool     // the workload cgroups exist and are frozen, as an upgrade leaves them
+	args   []string // appended to envd's
+}
+
+// startSandbox runs bin in new namespaces.
+func startSandbox(t *testing.T, bin string, o sandboxOpts) *sandbox {
 	t.Helper()
 	dir := t.TempDir()
 	cg, err := os.MkdirTemp(cgroupV2, "envd-upgrade-test-")
@@ -111,10 +119,20 @@ func startSandbox(t *testing.T, bin string, blob []byte, args ...string) *sandbo
 	}
 	const port = 49983 // envd's own: the namespace has a network of its own
 	blobFile := ""
-	if blob != nil {
+	if o.blob != nil {
 		blobFile = filepath.Join(dir, "blob.pb")
-		if err := os.WriteFile(blobFile, blob, 0o600); err != nil {
+		if err := os.WriteFile(blobFile, o.blob, 0o600); err != nil {
 			t.Fatal(err)
+		}
+	}
+	if o.frozen {
+		for _, g := range []string{"user", "ptys"} {
+			if err := os.Mkdir(filepath.Join(cg, g), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(cg, g, "cgroup.freeze"), []byte("1"), 0); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	script := `set -e
@@ -130,7 +148,7 @@ set +e
 echo "envd exited: $?"
 `
 	cmd := exec.Command("unshare", append([]string{"--mount", "--pid", "--net", "--fork", "--mount-proc", "--propagation", "private",
-		"sh", "-c", script, "sh", "-isnotfc", "-port", strconv.Itoa(port), "-cgroup-root", cg}, args...)...)
+		"sh", "-c", script, "sh", "-isnotfc", "-port", strconv.Itoa(port), "-cgroup-root", cg}, o.args...)...)
 	cmd.Env = append(os.Environ(), "D="+dir, "ENVD="+bin, "BLOB="+blobFile)
 	s := &sandbox{t: t, dir: dir, cg: cg, url: "http://127.0.0.1:" + strconv.Itoa(port), shell: cmd, output: &bytes.Buffer{}}
 	cmd.Stdout, cmd.Stderr = s.output, s.output
@@ -416,7 +434,7 @@ func waitEvent(t *testing.T, c filesystemconnect.FilesystemClient, id, name stri
 func TestLiveUpgrade(t *testing.T) {
 	requireRoot(t)
 	bin := buildEnvd(t, t.TempDir())
-	s := startSandbox(t, bin, nil)
+	s := startSandbox(t, bin, sandboxOpts{})
 	pc := s.procs()
 
 	// Before any /init: 409, nothing staged.
@@ -663,3 +681,46 @@ func (s *sandbox) swap(bin string) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A handover boot whose blob cannot be used: a newer schema fails the
+// handover (thawed at once, nothing adopted, failed:true); a missing blob
+// adopts nothing and is no failure. Either way the gate holds until /init.
+func TestLiveHandoverBlobRefused(t *testing.T) {
+	requireRoot(t)
+	bin := buildEnvd(t, t.TempDir())
+	newer, err := proto.Marshal(&upb.HandoverState{Schema: upgrade.MaxSchema + 1, FromVer: "9.9.9",
+		Processes: []*upb.HandoverProc{{Pid: 4242, StdoutFd: 200, StderrFd: 201, StdinFd: -1, TtyFd: -1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		blob []byte
+		want string
+	}{
+		{"newer schema", newer, `{"failed":true,"procs":0,"procs_failed":0,"retained":0,"retained_failed":0,"watchers":0,"watchers_failed":0}`},
+		{"no blob", nil, `{"failed":false,"procs":0,"procs_failed":0,"retained":0,"retained_failed":0,"watchers":0,"watchers_failed":0}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startSandbox(t, bin, sandboxOpts{blob: tc.blob, frozen: true, args: []string{upgrade.ResumeFlag}})
+			if got := s.freezeState("user") + s.freezeState("ptys"); got != "00" {
+				t.Fatalf("workload frozen after a handover with nothing to keep: %s", got)
+			}
+			if _, err := os.Stat(s.nsPath("/run/" + upgrade.BlobName)); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("refused blob left behind: %v", err)
+			}
+			resp, body, err := s.post("/envs", nil, nil, 0)
+			if err != nil || resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("gate: %v %v %q", resp, err, body)
+			}
+			r := s.mustPost("/init", "", http.StatusNoContent)
+			if got := r.Header.Get("X-Envd-Handover"); got != tc.want {
+				t.Fatalf("X-Envd-Handover %s, want %s", got, tc.want)
+			}
+			list, err := s.procs().List(t.Context(), &pb.ListRequest{})
+			if err != nil || len(list.GetProcesses()) != 0 {
+				t.Fatalf("List after a refused handover: %v %v", list, err)
+			}
+		})
+	}
+}
