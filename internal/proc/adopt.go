@@ -43,6 +43,7 @@ func (m *Manager) Freeze() (live []Exported, exits []ExportedExit, dying int, re
 	m.mu.Lock()
 	m.pruneLocked()
 	now := m.now()
+	stdinDeadline := time.Now().Add(time.Second) // for all processes together
 	var locked []*Process
 	procs := make([]*Process, 0, len(m.procs))
 	for _, p := range m.procs {
@@ -69,7 +70,7 @@ func (m *Manager) Freeze() (live []Exported, exits []ExportedExit, dying int, re
 		}
 		// A stdin write blocked on a full pipe holds inMu until its caller
 		// gives up; the handover does not wait for it and carries no stdin.
-		if lockWithin(p, time.Second) {
+		if lockBy(p, stdinDeadline) {
 			locked = append(locked, p)
 			if !p.isPTY {
 				e.Stdin = p.stdin
@@ -86,8 +87,7 @@ func (m *Manager) Freeze() (live []Exported, exits []ExportedExit, dying int, re
 	}
 }
 
-func lockWithin(p *Process, d time.Duration) bool {
-	deadline := time.Now().Add(d)
+func lockBy(p *Process, deadline time.Time) bool {
 	for !p.inMu.TryLock() {
 		if time.Now().After(deadline) {
 			return false
