@@ -172,13 +172,19 @@ func (r *Restorer) adopt(p Proc) (*proc.Process, error) {
 
 // takeSlot moves an inherited descriptor off its slot to a fresh CLOEXEC
 // one (so a chained upgrade finds the slots free and no child inherits it)
-// and wraps it; being non-blocking, it joins the poller.
+// and wraps it.
 func takeSlot(slot int, name string) (*os.File, error) {
 	fd, err := unix.FcntlInt(uintptr(slot), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("take descriptor slot %d: %w", slot, err)
 	}
 	unix.Close(slot)
+	// Non-blocking, so the file joins the poller and closing it interrupts a
+	// pending read (E2B's envd may hand over a blocking pty master).
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("take descriptor slot %d: %w", slot, err)
+	}
 	return os.NewFile(uintptr(fd), name), nil
 }
 

@@ -70,6 +70,12 @@ func requireRoot(t *testing.T) {
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Skip("unshare (util-linux) is not installed")
 	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("ip (iproute2) is not installed")
+	}
+	if fss, _ := os.ReadFile("/proc/filesystems"); !bytes.Contains(fss, []byte("\toverlay\n")) {
+		t.Skip("the kernel has no overlay filesystem, which keeps /usr/bin/envd.next inside the namespace")
+	}
 }
 
 // dialIn connects from inside the network namespace at nsPath: a socket
