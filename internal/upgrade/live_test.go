@@ -440,7 +440,9 @@ func waitEvent(t *testing.T, c filesystemconnect.FilesystemClient, id, name stri
 func TestLiveUpgrade(t *testing.T) {
 	requireRoot(t)
 	bin := buildEnvd(t, t.TempDir())
-	s := startSandbox(t, bin, sandboxOpts{})
+	// The -cmd start command is re-adopted, never started a second time.
+	const startCmd = "exec sleep 1000"
+	s := startSandbox(t, bin, sandboxOpts{args: []string{"-cmd", startCmd}})
 	pc := s.procs()
 
 	// Before any /init: 409, nothing staged.
@@ -560,7 +562,7 @@ func TestLiveUpgrade(t *testing.T) {
 	}
 	time.Sleep(time.Until(timedStart.Add(lifetime + 500*time.Millisecond))) // past the lifetime, still frozen
 	r := s.mustPost("/init", "", http.StatusNoContent)
-	want := `{"failed":false,"procs":3,"procs_failed":0,"retained":1,"retained_failed":0,"watchers":2,"watchers_failed":0}`
+	want := `{"failed":false,"procs":4,"procs_failed":0,"retained":1,"retained_failed":0,"watchers":2,"watchers_failed":0}`
 	if got := r.Header.Get("X-Envd-Handover"); got != want {
 		t.Fatalf("X-Envd-Handover %s, want %s", got, want)
 	}
@@ -579,7 +581,7 @@ func TestLiveUpgrade(t *testing.T) {
 	var tags []string
 	for _, p := range list.GetProcesses() {
 		line := fmt.Sprintf("%d:%s:%s:%q", p.GetPid(), p.GetTag(), p.GetConfig().GetCmd(), p.GetConfig().GetArgs())
-		if p.GetTag() == "timed" {
+		if p.GetTag() == "timed" || p.GetTag() == "startCmd" {
 			line = line[strings.Index(line, ":")+1:]
 		}
 		tags = append(tags, line)
@@ -589,6 +591,7 @@ func TestLiveUpgrade(t *testing.T) {
 		fmt.Sprintf("%d:pipe:/bin/sh:%q", pipePid, []string{"-c", "while read l; do echo got:$l; done"}),
 		fmt.Sprintf("%d:term:/bin/sh:%q", ptyPid, []string(nil)),
 		"timed:/bin/sleep:[\"1000\"]",
+		fmt.Sprintf("startCmd:/bin/bash:%q", []string{"-l", "-c", startCmd}),
 	}
 	slices.Sort(wantTags)
 	if !slices.Equal(tags, wantTags) {
@@ -648,9 +651,13 @@ func TestLiveUpgrade(t *testing.T) {
 		t.Fatalf("command line after two upgrades %q", cmdline)
 	}
 	r = s.mustPost("/init", "", http.StatusNoContent)
-	want = `{"failed":false,"procs":2,"procs_failed":0,"retained":2,"retained_failed":0,"watchers":2,"watchers_failed":0}`
+	want = `{"failed":false,"procs":3,"procs_failed":0,"retained":2,"retained_failed":0,"watchers":2,"watchers_failed":0}`
 	if got := r.Header.Get("X-Envd-Handover"); got != want {
 		t.Fatalf("X-Envd-Handover after the second upgrade %s, want %s", got, want)
+	}
+	list, err = pc.List(t.Context(), &pb.ListRequest{})
+	if err != nil || len(list.GetProcesses()) != 3 {
+		t.Fatalf("List after the second upgrade: %v %v", list, err)
 	}
 	pipe, _ = connectProc(t, pc, ctx, byPid(pipePid))
 	sendStdin(t, pc, pipePid, "chained\n")
