@@ -80,18 +80,15 @@ func (l *Lifecycle) HandoverHeader() (string, bool) {
 	return string(b), true
 }
 
-// thaw ends the handover's freeze once, then starts the carried lifetime
-// limits: they count from the thaw, as the workload could not run before.
+// thaw ends the handover's freeze once, then starts the carried lifetimes.
 func (l *Lifecycle) thaw(why string) {
 	l.mu.Lock()
-	if !l.frozen {
-		l.mu.Unlock()
+	frozen := l.frozen
+	l.frozen = false
+	l.mu.Unlock()
+	if !frozen {
 		return
 	}
-	l.frozen = false
-	adopted := l.adopted
-	l.adopted = nil
-	l.mu.Unlock()
 	if l.Freezer != nil {
 		l.Freezer.Lock()
 		err := l.Freezer.ThawLocked()
@@ -101,6 +98,18 @@ func (l *Lifecycle) thaw(why string) {
 		}
 	}
 	l.log().Info("workload thawed after upgrade", "why", why)
+	l.Thawed()
+}
+
+// Thawed starts the lifetimes carried by re-adopted processes, once: they
+// count from the first thaw after the upgrade, as the workload could not
+// run before. Every thaw of the workload (/unfreeze, /init, the watchdog)
+// should call it.
+func (l *Lifecycle) Thawed() {
+	l.mu.Lock()
+	adopted := l.adopted
+	l.adopted = nil
+	l.mu.Unlock()
 	for _, a := range adopted {
 		if a.Timeout <= 0 {
 			continue
