@@ -121,7 +121,11 @@ func (r *Restorer) Restore() (rep Report, adopted []Adopted, thaw bool) {
 	// 7. The ledger; E2B's socat forwards have no counterpart here (the
 	// port scan forwards in-process again).
 	if r.Mounts != nil {
-		r.Mounts.Restore(st.Mounts)
+		ledger := make(map[string]string, len(st.Mounts))
+		for _, m := range st.Mounts {
+			ledger[m.Path] = m.LifecycleID
+		}
+		r.Mounts.Restore(ledger)
 	}
 	if len(st.Forwards) > 0 {
 		r.log().Info("handover: socat forwards not adopted; ports are forwarded in-process", "count", len(st.Forwards))

@@ -1,11 +1,13 @@
 package upgrade
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -68,16 +70,17 @@ func (u *Upgrader) Upgrade(target string) error {
 		st.GuestFrozen = u.Freezer.GuestFrozen()
 	}
 
-	// 2. Snapshot watchers and the ledger, keeping their owners blocked.
+	// 2. Snapshot the watchers, keeping their registry blocked, and the ledger.
 	if u.Watchers != nil {
 		ws, release := u.Watchers.Freeze()
 		undo = append(undo, release)
 		st.Watchers = ws
 	}
 	if u.Mounts != nil {
-		ms, release := u.Mounts.Freeze()
-		undo = append(undo, release)
-		st.Mounts = ms
+		for path, id := range u.Mounts.Ledger() {
+			st.Mounts = append(st.Mounts, Mount{Path: path, LifecycleID: id})
+		}
+		slices.SortFunc(st.Mounts, func(a, b Mount) int { return cmp.Compare(a.Path, b.Path) })
 	}
 
 	// 3. The process table and the reaper, then every fork in the process:

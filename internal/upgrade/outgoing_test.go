@@ -1,6 +1,7 @@
 package upgrade
 
 import (
+	"maps"
 	"context"
 	"errors"
 	"log/slog"
@@ -163,6 +164,7 @@ func TestUpgradeExecFailureUndoes(t *testing.T) {
 		Version:  "0.7.0",
 		BlobPath: blob,
 		Procs:    m,
+		Mounts:   ledger{"/mnt/b": "L2", "/mnt/a": "L1"},
 		Freezer:  fr,
 		Argv:     []string{"/usr/bin/envd", "-isnotfc"},
 		Exec: func(path string, argv, env []string) error {
@@ -183,6 +185,9 @@ func TestUpgradeExecFailureUndoes(t *testing.T) {
 			s, err := Decode(b)
 			if err != nil || s.Schema != 1 || s.FromVer != "0.7.0" || len(s.Procs) != 2 {
 				t.Fatalf("blob %+v %v", s, err)
+			}
+			if len(s.Mounts) != 2 || s.Mounts[0] != (Mount{"/mnt/a", "L1"}) || s.Mounts[1] != (Mount{"/mnt/b", "L2"}) {
+				t.Errorf("ledger in the blob %v", s.Mounts)
 			}
 			for _, p := range s.Procs {
 				var slots []int
@@ -235,4 +240,14 @@ func TestUpgradeExecFailureUndoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	startSleep(t, m, false)
+}
+
+// ledger is the NFS mount ledger's interface over a plain map.
+type ledger map[string]string
+
+func (l ledger) Ledger() map[string]string { return maps.Clone(l) }
+
+func (l ledger) Restore(m map[string]string) {
+	clear(l)
+	maps.Copy(l, m)
 }

@@ -59,11 +59,13 @@ type Watchers interface {
 	Restore(Watcher) error
 }
 
-// Mounts is the NFS mount ledger of /init volumeMounts (§18.6).
+// Mounts is the NFS mount ledger of /init volumeMounts (§18.6): mount
+// path → lifecycle id. Only /init changes it; an /init racing the handover
+// may mount after the snapshot, and that mount is then remounted by the
+// next /init.
 type Mounts interface {
-	// Freeze describes the ledger and blocks changes to it until release.
-	Freeze() (ms []Mount, release func())
-	Restore([]Mount)
+	Ledger() map[string]string
+	Restore(map[string]string)
 }
 
 // Freezer is the workload freezer shared with /freeze and /unfreeze
