@@ -1,10 +1,10 @@
 package upgrade
 
 import (
-	"maps"
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
