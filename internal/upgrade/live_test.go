@@ -184,18 +184,40 @@ func (s *sandbox) stop() {
 		_ = syscall.Kill(init, syscall.SIGKILL)
 	}
 	_ = s.shell.Wait()
-	for _, g := range []string{"user", "ptys", "envd", ""} {
-		p := filepath.Join(s.cg, g)
-		for range 100 {
-			if err := os.Remove(p); err == nil || errors.Is(err, os.ErrNotExist) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond) // the kernel empties a killed cgroup asynchronously
-		}
+	if err := removeCgroupTree(s.cg); err != nil {
+		s.t.Error(err)
 	}
 	if s.t.Failed() {
 		s.t.Logf("sandbox output:\n%s", s.output)
 	}
+}
+
+// removeCgroupTree removes a cgroup and every cgroup below it, deepest
+// first. The kernel empties a killed cgroup asynchronously, so each removal
+// is retried for a while.
+func removeCgroupTree(root string) error {
+	var dirs []string
+	_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	slices.Reverse(dirs)
+	for _, d := range dirs {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			err := os.Remove(d)
+			if err == nil || errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("remove cgroup %s: %w", d, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return nil
 }
 
 func children(pid int) []int {
