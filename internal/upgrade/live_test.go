@@ -21,6 +21,7 @@ import (
 
 	"connectrpc.com/connect"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/envd-dev/envd/internal/gen/filesystem"
@@ -110,6 +111,7 @@ func dialIn(ctx context.Context, nsPath, addr string) (net.Conn, error) {
 
 // sandboxOpts prepare a sandbox for a handover boot.
 type sandboxOpts struct {
+	env    []string // added to the sandbox's environment
 	blob   []byte   // put where the handover blob goes before envd starts
 	frozen bool     // the workload cgroups exist and are frozen, as an upgrade leaves them
 	args   []string // appended to envd's
@@ -155,7 +157,7 @@ echo "envd exited: $?"
 `
 	cmd := exec.Command("unshare", append([]string{"--mount", "--pid", "--net", "--fork", "--mount-proc", "--propagation", "private",
 		"sh", "-c", script, "sh", "-isnotfc", "-port", strconv.Itoa(port), "-cgroup-root", cg}, o.args...)...)
-	cmd.Env = append(os.Environ(), "D="+dir, "ENVD="+bin, "BLOB="+blobFile)
+	cmd.Env = append(append(os.Environ(), "D="+dir, "ENVD="+bin, "BLOB="+blobFile), o.env...)
 	s := &sandbox{t: t, dir: dir, cg: cg, url: "http://127.0.0.1:" + strconv.Itoa(port), shell: cmd, output: &bytes.Buffer{}}
 	cmd.Stdout, cmd.Stderr = s.output, s.output
 	// No keep-alive: the swap resets every connection, and a stale pooled
@@ -757,5 +759,100 @@ func TestLiveHandoverBlobRefused(t *testing.T) {
 				t.Fatalf("List after a refused handover: %v %v", list, err)
 			}
 		})
+	}
+}
+
+// TestMain lets this test binary play the old envd of another origin
+// (E2B's) inside a sandbox: see e2bOldEnvd.
+func TestMain(m *testing.M) {
+	if os.Getenv("ENVD_TEST_OLD_E2B") != "" {
+		e2bOldEnvd()
+	}
+	os.Exit(m.Run())
+}
+
+// e2bOldEnvd does what E2B's envd does at a live upgrade, without any of
+// our code: it starts a pipe process, leaves its pipes inheritable on the
+// slots E2B uses (200, 201, 202), writes a HandoverState blob encoded by
+// hand from the field numbers of §18.1, and execs the real envd (same PID)
+// with -resume-handover. It never returns.
+func e2bOldEnvd() {
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, "old e2b envd:", err)
+		os.Exit(3)
+	}
+	inR, inW, _ := os.Pipe()
+	outR, outW, _ := os.Pipe()
+	errR, errW, _ := os.Pipe()
+	pid, err := syscall.ForkExec("/bin/sh", []string{"/bin/sh", "-c", "while read l; do echo e2b:$l; done"}, &syscall.ProcAttr{
+		Files: []uintptr{inR.Fd(), outW.Fd(), errW.Fd()},
+		Sys:   &syscall.SysProcAttr{Setpgid: true},
+	})
+	if err != nil {
+		fail(err)
+	}
+	for slot, f := range map[int]*os.File{200: outR, 201: errR, 202: inW} {
+		if err := unix.Dup3(int(f.Fd()), slot, 0); err != nil {
+			fail(err)
+		}
+	}
+	str := func(n protowire.Number, v string) []byte {
+		return protowire.AppendString(protowire.AppendTag(nil, n, protowire.BytesType), v)
+	}
+	sub := func(n protowire.Number, parts ...[]byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(nil, n, protowire.BytesType), bytes.Join(parts, nil))
+	}
+	num := func(n protowire.Number, v uint64) []byte {
+		return protowire.AppendVarint(protowire.AppendTag(nil, n, protowire.VarintType), v)
+	}
+	minus1 := uint64(1<<64 - 1) // int32 −1 on the wire
+	blob := bytes.Join([][]byte{
+		num(1, 1), str(2, "0.6.13"),
+		sub(3, num(1, uint64(pid)), str(2, "e2b"), num(3, 1), str(4, "user"),
+			sub(5, str(1, "/bin/sh"), str(2, "-c"), str(2, "while read l; do echo e2b:$l; done")),
+			num(6, 200), num(7, 201), num(8, 202), num(9, minus1), num(10, 0)),
+		sub(4, num(1, 77777), str(2, "e2b-done"), num(3, 1),
+			sub(4, num(1, protowire.EncodeZigZag(5)), num(2, 1), str(3, "exit status 5"), str(4, "exit status 5")),
+			num(5, 20000)),
+	}, nil)
+	if err := os.MkdirAll("/run/e2b", 0o755); err != nil {
+		fail(err)
+	}
+	if err := os.WriteFile("/run/e2b/envd-handover.pb", blob, 0o600); err != nil {
+		fail(err)
+	}
+	bin := os.Getenv("ENVD_TEST_REAL")
+	fail(syscall.Exec(bin, append(append([]string{bin}, os.Args[1:]...), "--resume-handover"), os.Environ()))
+}
+
+// A handover from E2B's envd: its blob and its inherited descriptors are
+// taken over as ours are.
+func TestLiveHandoverFromE2B(t *testing.T) {
+	requireRoot(t)
+	bin := buildEnvd(t, t.TempDir())
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startSandbox(t, self, sandboxOpts{env: []string{"ENVD_TEST_OLD_E2B=1", "ENVD_TEST_REAL=" + bin}})
+	r := s.mustPost("/init", "", http.StatusNoContent)
+	want := `{"failed":false,"procs":1,"procs_failed":0,"retained":1,"retained_failed":0,"watchers":0,"watchers_failed":0}`
+	if got := r.Header.Get("X-Envd-Handover"); got != want {
+		t.Fatalf("X-Envd-Handover %s, want %s", got, want)
+	}
+	pc := s.procs()
+	ctx := t.Context()
+	p, pid := connectProc(t, pc, ctx, byTag("e2b"))
+	sendStdin(t, pc, pid, "hello\n")
+	p.until(t, "e2b:hello")
+	d, _ := connectProc(t, pc, ctx, byTag("e2b-done"))
+	if end := d.end(t); end.GetExitCode() != 5 || end.GetError() != "exit status 5" {
+		t.Fatalf("E2B's retained exit: %v", end)
+	}
+	if _, err := pc.CloseStdin(ctx, &pb.CloseStdinRequest{Process: byPid(pid)}); err != nil {
+		t.Fatal(err)
+	}
+	if end := p.end(t); end.GetExitCode() != 0 || end.GetStatus() != "exit status 0" {
+		t.Fatalf("E2B's process ended with %v", end)
 	}
 }
