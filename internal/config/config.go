@@ -36,6 +36,9 @@ type Config struct {
 	// or child subreaper). Only main sets it: it would steal the exit status
 	// of os/exec children in a test binary hosting the daemon.
 	ReapOrphans bool
+	// ResumeHandover: this process image was exec'd by a live upgrade
+	// (§18.1) and takes over from the handover blob.
+	ResumeHandover bool
 }
 
 // ErrHelp is returned when the user asked for -h/--help; usage was printed.
@@ -62,8 +65,8 @@ func Parse(args []string, usage io.Writer) (Config, error) {
 	fs.StringVar(&c.CgroupRoot, "cgroup-root", c.CgroupRoot, "cgroup v2 root under which envd creates its groups")
 	fs.BoolVar(&c.NoCgroups, "no-cgroups", false, "do not place processes in cgroups")
 	fs.BoolVar(&c.Verbose, "verbose", false, "log to stdout as text, at debug level")
-	// Accepted and ignored: E2B's orchestrator passes it after a live upgrade, which envd does not implement.
-	fs.Bool("resume-handover", false, "ignored; accepted for compatibility")
+	// Appended by POST /upgrade to the new image's arguments; repeated by chained upgrades.
+	fs.BoolVar(&c.ResumeHandover, "resume-handover", false, "take over from a live upgrade's handover blob")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

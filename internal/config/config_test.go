@@ -40,7 +40,18 @@ func TestParseRejectsBadInput(t *testing.T) {
 
 func TestParseVersionFlags(t *testing.T) {
 	c, err := Parse([]string{"-version", "--commit", "-resume-handover"}, io.Discard)
-	if err != nil || !c.Version || !c.Commit {
+	if err != nil || !c.Version || !c.Commit || !c.ResumeHandover {
 		t.Fatalf("%+v %v", c, err)
+	}
+}
+
+// A chained upgrade execs with the flag once more per upgrade (§18.1).
+func TestParseRepeatedResumeHandover(t *testing.T) {
+	c, err := Parse([]string{"-isnotfc", "--resume-handover", "--resume-handover"}, io.Discard)
+	if err != nil || !c.ResumeHandover || !c.IsNotFC {
+		t.Fatalf("%+v %v", c, err)
+	}
+	if c, _ := Parse(nil, io.Discard); c.ResumeHandover {
+		t.Fatal("resume-handover set without the flag")
 	}
 }

@@ -60,6 +60,7 @@ type Daemon struct {
 	// what the E2B orchestrator drives: freezes, collapse (orch.go), /init's
 	// volumes and CA bundle (orchestrated.go)
 	orch orch
+	upg  upgradeParts // live upgrade (upgrade.go)
 }
 
 // New builds the components without starting anything.
@@ -93,6 +94,7 @@ func New(cfg config.Config, build Build, log *slog.Logger) (*Daemon, error) {
 	d.procs = proc.NewManager(proc.Options{Reaper: r, Env: d.env, Placer: d.placer, OnFork: d.vm.onFork, Log: log})
 	d.writer = fsops.NewWriter(log)
 	d.fs = fsapi.New(d.env, d.writer, log)
+	d.setupUpgrade()
 	return d, nil
 }
 
@@ -121,7 +123,7 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	reaped := make(chan struct{})
 	go func() { d.reaper.Run(reapCtx); close(reaped) }()
 	defer func() { stopReaper(); <-reaped }()
-	if d.cfg.Cmd != "" {
+	if d.cfg.Cmd != "" && !d.cfg.ResumeHandover { // after an upgrade it runs already
 		d.startCmd(d.cfg.Cmd)
 	}
 

@@ -38,11 +38,12 @@ func (d *Daemon) routes() http.Handler {
 	mux.Handle("POST /fsfreeze", &httpapi.FSFreeze{FS: d.orch.fs, Log: d.log})
 	mux.Handle("POST /fsthaw", &httpapi.FSThaw{FS: d.orch.fs, Log: d.log})
 	mux.Handle("POST /collapse", &httpapi.Collapse{Collapser: d.orch.collapse, Log: d.log})
+	mux.Handle("POST /upgrade", d.upgradeAPI())
 
 	mux.Handle(checkedBodies(processconnect.NewProcessHandler(processapi.New(d.procs, d.env, d.log), processapi.HandlerOptions()...)))
 	mux.Handle(checkedBodies(filesystemconnect.NewFilesystemHandler(d.fs, fsapi.HandlerOptions()...)))
 
-	return withCORS(auth.RequireToken(d.token, mux.isPublic, auth.BasicUser(d.env, mux)))
+	return withCORS(auth.RequireToken(d.token, mux.isPublic, httpapi.HandoverGate(d.upg.life, auth.BasicUser(d.env, mux))))
 }
 
 // publicHandler marks a route that never needs the access token.

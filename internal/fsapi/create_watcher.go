@@ -20,6 +20,7 @@ var errUnknownWatcher = errors.New("watcher not found")
 // pollWatcher buffers events of one watch between GetWatcherEvents calls.
 type pollWatcher struct {
 	cancel context.CancelFunc
+	spec   watcherSpec // what a live upgrade re-arms (handover.go)
 
 	mu      sync.Mutex
 	pending []*filesystem.FilesystemEvent
@@ -43,7 +44,7 @@ func (s *Service) CreateWatcher(ctx context.Context, req *filesystem.CreateWatch
 		cancel()
 		return nil, toConnect(err)
 	}
-	pw := &pollWatcher{cancel: cancel}
+	pw := &pollWatcher{cancel: cancel, spec: watcherSpec{root, req.GetRecursive(), req.GetIncludeEntry()}}
 	id := watcherID()
 
 	s.mu.Lock()

@@ -113,6 +113,8 @@ type Process struct {
 	exit    <-chan syscall.WaitStatus
 	killed  atomic.Bool
 	timer   *time.Timer
+	// deadline is the lifetime Start set (zero: none), carried across a live upgrade.
+	deadline time.Time
 
 	done     chan struct{}
 	result   Result

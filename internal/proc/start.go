@@ -67,6 +67,8 @@ func (m *Manager) Start(o StartOptions) (*Process, *Subscription, error) {
 		config: c,
 		isPTY:  o.PTY != nil,
 		done:   make(chan struct{}),
+
+		deadline: o.Deadline,
 	}
 	sys := &syscall.SysProcAttr{}
 	if cred := credential(u); cred != nil {

@@ -1,0 +1,211 @@
+package proc
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"syscall"
+	"time"
+)
+
+// Exported is a running process as it crosses a live upgrade (§18.1): what
+// the next image of envd needs to take it over. The files stay owned by the
+// process; the upgrade duplicates them without closing or touching their
+// blocking mode.
+type Exported struct {
+	Pid    int
+	Tag    string
+	HasTag bool
+	Config Config
+	PTY    bool
+	// Stdout and Stderr are the read ends of the output pipes, Stdin the
+	// write end of the stdin pipe, TTY the pty master; nil when absent.
+	Stdout, Stderr, Stdin, TTY *os.File
+	Deadline                   time.Time // zero: no lifetime limit
+}
+
+// ExportedExit is a retained exit (§8.2) as it crosses a live upgrade.
+type ExportedExit struct {
+	Pid       int
+	Tag       string
+	HasTag    bool
+	Result    Result
+	Remaining time.Duration // retention left
+}
+
+// Freeze stops the table for a handover and describes it: until release,
+// no process is registered, reaped or retired, and stdin writes wait.
+// Processes that were already reaped but are still draining their output are
+// neither live nor retained yet; they are left out and counted in dying.
+func (m *Manager) Freeze() (live []Exported, exits []ExportedExit, dying int, release func()) {
+	hold := m.reaper.Hold()
+	m.mu.Lock()
+	m.pruneLocked()
+	now := m.now()
+	stdinDeadline := time.Now().Add(time.Second) // for all processes together
+	var locked []*Process
+	procs := make([]*Process, 0, len(m.procs))
+	for _, p := range m.procs {
+		procs = append(procs, p)
+	}
+	slices.SortFunc(procs, func(a, b *Process) int { return int(a.seq - b.seq) })
+	for _, p := range procs {
+		if !p.exitedAt.IsZero() {
+			exits = append(exits, ExportedExit{
+				Pid: p.pid, Tag: p.tag, HasTag: p.hasTag, Result: p.result,
+				Remaining: m.retention - now.Sub(p.exitedAt),
+			})
+			continue
+		}
+		if !hold.Waiting(p.pid) {
+			dying++
+			continue
+		}
+		e := Exported{Pid: p.pid, Tag: p.tag, HasTag: p.hasTag, Config: p.config, PTY: p.isPTY, Deadline: p.deadline}
+		if p.isPTY {
+			e.TTY = p.outputs[0]
+		} else {
+			e.Stdout, e.Stderr = p.outputs[0], p.outputs[1]
+		}
+		// A stdin write blocked on a full pipe holds inMu until its caller
+		// gives up; the handover does not wait for it and carries no stdin.
+		if lockBy(p, stdinDeadline) {
+			locked = append(locked, p)
+			if !p.isPTY {
+				e.Stdin = p.stdin
+			}
+		}
+		live = append(live, e)
+	}
+	return live, exits, dying, func() {
+		for _, p := range locked {
+			p.inMu.Unlock()
+		}
+		m.mu.Unlock()
+		hold.Release()
+	}
+}
+
+func lockBy(p *Process, deadline time.Time) bool {
+	for !p.inMu.TryLock() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
+// Adoption is a process the previous image of envd started, taken over
+// after a same-PID execve. The files are the carried descriptors, now owned
+// by the Manager.
+type Adoption struct {
+	Pid    int
+	Tag    string
+	HasTag bool
+	Config Config
+	// TTY set: a pty process, whose master is also its input and output.
+	// Otherwise Stdout and Stderr are the output pipes and Stdin, if set,
+	// the stdin pipe.
+	Stdout, Stderr, Stdin, TTY *os.File
+}
+
+// ErrNotChild means an adopted pid is not (or no longer) a child of envd.
+var ErrNotChild = errors.New("not a child of envd")
+
+// Adopt takes over a running child: it is registered with the reaper and in
+// the table, its output is pumped to subscribers from now on and it ends
+// with the §8.1 end event of its real wait status, like any started
+// process. A lifetime limit is the caller's to arm (it starts at the thaw).
+// On error the files are closed.
+func (m *Manager) Adopt(a Adoption) (*Process, error) {
+	files := []*os.File{a.Stdout, a.Stderr, a.Stdin, a.TTY}
+	closeAll := func() {
+		for _, f := range files {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}
+	if a.Pid <= 0 {
+		closeAll()
+		return nil, fmt.Errorf("adopt: invalid pid %d", a.Pid)
+	}
+	p := &Process{
+		m:      m,
+		pid:    a.Pid,
+		tag:    a.Tag,
+		hasTag: a.HasTag,
+		config: a.Config,
+		isPTY:  a.TTY != nil,
+		done:   make(chan struct{}),
+	}
+	var streams []Stream
+	if p.isPTY {
+		p.tty, p.stdin, p.outputs = a.TTY, a.TTY, []*os.File{a.TTY}
+		streams = []Stream{PTY}
+		for _, f := range []*os.File{a.Stdout, a.Stderr, a.Stdin} {
+			if f != nil {
+				f.Close()
+			}
+		}
+	} else {
+		p.stdin = a.Stdin
+		for i, f := range []*os.File{a.Stdout, a.Stderr} {
+			if f != nil {
+				p.outputs = append(p.outputs, f)
+				streams = append(streams, []Stream{Stdout, Stderr}[i])
+			}
+		}
+	}
+	exit, err := m.reaper.Adopt(a.Pid)
+	if err != nil {
+		closeAll()
+		if errors.Is(err, syscall.ECHILD) {
+			return nil, fmt.Errorf("%w: %w", ErrNotChild, err)
+		}
+		return nil, err
+	}
+	p.exit = exit
+	m.register(p)
+	p.readers.Add(len(p.outputs))
+	for i, f := range p.outputs {
+		go p.pump(f, streams[i])
+	}
+	go p.finish()
+	return p, nil
+}
+
+// ErrLive refuses a retained exit whose pid belongs to a running process.
+var ErrLive = errors.New("pid belongs to a running process")
+
+// AdoptExit restores a retained exit carried across a live upgrade: Connect
+// finds it, with its end event, for the retention time it had left.
+func (m *Manager) AdoptExit(e ExportedExit) error {
+	if e.Remaining <= 0 {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if q := m.procs[e.Pid]; q != nil && q.exitedAt.IsZero() {
+		return fmt.Errorf("restore exit of pid %d: %w", e.Pid, ErrLive)
+	}
+	p := &Process{
+		m:      m,
+		pid:    e.Pid,
+		tag:    e.Tag,
+		hasTag: e.HasTag,
+		done:   make(chan struct{}),
+		result: e.Result,
+	}
+	close(p.done)
+	m.seq++
+	p.seq = m.seq
+	p.exitedAt = m.now().Add(-(m.retention - min(e.Remaining, m.retention)))
+	m.procs[p.pid] = p
+	// retired stays ordered by exit time, as pruneLocked expects.
+	i, _ := slices.BinarySearchFunc(m.retired, p.exitedAt, func(q *Process, t time.Time) int { return q.exitedAt.Compare(t) })
+	m.retired = slices.Insert(m.retired, i, p)
+	return nil
+}
