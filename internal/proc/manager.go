@@ -37,6 +37,9 @@ type Options struct {
 	Log       *slog.Logger
 	Retention time.Duration    // 0: DefaultRetention
 	Now       func() time.Time // nil: time.Now; tests move time forward without sleeping
+	// Shell runs scripts without #! and answers for commands that cannot be
+	// exec'd; "" is /bin/sh.
+	Shell string
 }
 
 // Manager is the table of processes, live and recently exited, by pid.
@@ -48,6 +51,7 @@ type Manager struct {
 	log       *slog.Logger
 	retention time.Duration
 	now       func() time.Time
+	shell     string
 
 	chunks sync.Pool // of *chunkBuf, shared by all processes' output readers
 
@@ -67,11 +71,15 @@ func NewManager(o Options) *Manager {
 		log:       o.Log,
 		retention: o.Retention,
 		now:       o.Now,
+		shell:     o.Shell,
 		procs:     map[int]*Process{},
 	}
 	m.chunks.New = func() any { return &chunkBuf{b: make([]byte, chunkSize), pool: &m.chunks} }
 	if m.retention == 0 {
 		m.retention = DefaultRetention
+	}
+	if m.shell == "" {
+		m.shell = "/bin/sh"
 	}
 	if m.now == nil {
 		m.now = time.Now

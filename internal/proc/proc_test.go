@@ -333,11 +333,78 @@ func TestStartErrors(t *testing.T) {
 		cfg  proc.Config
 		want string
 	}{
-		"empty cmd":      {proc.Config{}, "error starting process: cmd is empty"},
+		"empty cmd":     {proc.Config{}, "error starting process: cmd is empty"},
+		"missing cwd":   {proc.Config{Cmd: "true", Cwd: &missing}, "cwd '/no/such/dir' does not exist"},
+		"cwd is a file": {proc.Config{Cmd: "true", Cwd: &file}, "cwd '" + file + "' is not a directory"},
+	} {
+		_, _, err := f.m.Start(proc.StartOptions{Config: tc.cfg, User: f.user, Subscribe: t.Context()})
+		if !errors.Is(err, proc.ErrInvalid) || err.Error() != tc.want {
+			t.Errorf("%s: got %v\nwant %s", name, err, tc.want)
+		}
+	}
+	if live := f.m.List(); len(live) != 0 {
+		t.Fatalf("failed starts left processes: %+v", live)
+	}
+}
+
+// A command that cannot be exec'd is answered as bash answers it: the
+// process starts, prints why on stderr (or the pty), and exits 127 or 126.
+// A script without #! runs under /bin/sh, as execvp runs it.
+func TestUnexecutableAnswersAsShell(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	write := func(name, text string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	noShebang := write("noshebang", "echo \"script $0 $1\"\n", 0o755)
+	badInterp := write("badinterp", "#!/no/such/interpreter\n", 0o755)
+	write("plain", "x\n", 0o644)
+	pathEnv := map[string]string{"PATH": dir + ":/usr/bin:/bin"}
+	for name, tc := range map[string]struct {
+		cfg    proc.Config
+		code   int
+		stdout string
+		stderr string
+	}{
+		"missing binary":      {proc.Config{Cmd: "no-such-binary-envd", Args: []string{"a"}}, 127, "", "no-such-binary-envd: command not found\n"},
+		"missing path":        {proc.Config{Cmd: "/no/such/binary"}, 127, "", "/no/such/binary: command not found\n"},
+		"missing relative":    {proc.Config{Cmd: "./no-such-binary", Cwd: &dir}, 127, "", "./no-such-binary: command not found\n"},
+		"not executable":      {proc.Config{Cmd: "/etc/passwd"}, 126, "", "/etc/passwd: Permission denied\n"},
+		"not executable PATH": {proc.Config{Cmd: "plain", Envs: pathEnv}, 126, "", "plain: Permission denied\n"},
+		"directory":           {proc.Config{Cmd: dir}, 126, "", dir + ": Is a directory\n"},
+		"no #!":               {proc.Config{Cmd: noShebang, Args: []string{"arg"}}, 0, "script " + noShebang + " arg\n", ""},
+		"bad interpreter":     {proc.Config{Cmd: badInterp}, 127, "", badInterp + ": cannot execute: required file not found\n"},
+	} {
+		p, sub := f.start(t, proc.StartOptions{Config: tc.cfg})
+		o := collect(t, p, sub)
+		want := proc.Result{ExitCode: tc.code, Exited: true, Status: "exit status " + strconv.Itoa(tc.code)}
+		if tc.code != 0 {
+			want.Err = want.Status
+		}
+		if o.res != want || o.stdout.String() != tc.stdout || o.stderr.String() != tc.stderr {
+			t.Errorf("%s: %+v stdout %q stderr %q; want %+v %q %q", name, o.res, o.stdout.String(), o.stderr.String(), want, tc.stdout, tc.stderr)
+		}
+	}
+	// On a pty the answer is terminal output, newline translated.
+	p, sub := f.start(t, proc.StartOptions{Config: proc.Config{Cmd: "no-such-binary-envd"}, PTY: &proc.Size{Cols: 80, Rows: 24}})
+	if o := collect(t, p, sub); o.res.ExitCode != 127 || o.pty.String() != "no-such-binary-envd: command not found\r\n" {
+		t.Errorf("pty: %+v %q", o.res, o.pty.String())
+	}
+}
+
+// Without a shell to deliver the answer, Start fails as it did before.
+func TestUnexecutableWithoutShell(t *testing.T) {
+	f := newFixture(t, func(o *proc.Options) { o.Shell = "/no/such/sh" })
+	for name, tc := range map[string]struct {
+		cfg  proc.Config
+		want string
+	}{
 		"missing binary": {proc.Config{Cmd: "no-such-binary-envd"}, `error starting process 'no-such-binary-envd': exec: "no-such-binary-envd": executable file not found in $PATH`},
 		"missing path":   {proc.Config{Cmd: "/no/such/binary", Args: []string{"a"}}, `error starting process '/no/such/binary a': exec: "/no/such/binary": stat /no/such/binary: no such file or directory`},
-		"missing cwd":    {proc.Config{Cmd: "true", Cwd: &missing}, "cwd '/no/such/dir' does not exist"},
-		"cwd is a file":  {proc.Config{Cmd: "true", Cwd: &file}, "cwd '" + file + "' is not a directory"},
 		"not executable": {proc.Config{Cmd: "/etc/passwd"}, `error starting process '/etc/passwd': exec: "/etc/passwd": permission denied`},
 	} {
 		_, _, err := f.m.Start(proc.StartOptions{Config: tc.cfg, User: f.user, Subscribe: t.Context()})
