@@ -32,6 +32,10 @@ type Config struct {
 	// or child subreaper). Only main sets it: it would steal the exit status
 	// of os/exec children in a test binary hosting the daemon.
 	ReapOrphans bool
+	// OutputLogLimit bounds the output kept per process for envd.v1.Output
+	// (negative: keep none); OutputLogTotal bounds all processes together.
+	OutputLogLimit int64
+	OutputLogTotal int64
 }
 
 // ErrHelp is returned when the user asked for -h/--help; usage was printed.
@@ -47,6 +51,9 @@ func Parse(args []string, usage io.Writer) (Config, error) {
 		ProcRoot:    "/proc",
 		RunDir:      "/run",
 		BootRoot:    "/",
+
+		OutputLogLimit: 16 << 20,
+		OutputLogTotal: 64 << 20,
 	}
 	fs := flag.NewFlagSet("envd", flag.ContinueOnError)
 	fs.SetOutput(usage)
@@ -58,6 +65,8 @@ func Parse(args []string, usage io.Writer) (Config, error) {
 	fs.StringVar(&c.CgroupRoot, "cgroup-root", c.CgroupRoot, "cgroup v2 root under which envd creates its groups")
 	fs.BoolVar(&c.NoCgroups, "no-cgroups", false, "do not place processes in cgroups")
 	fs.BoolVar(&c.Verbose, "verbose", false, "log to stdout as text, at debug level")
+	fs.Int64Var(&c.OutputLogLimit, "output-log-size", c.OutputLogLimit, "bytes of output kept per process for envd.v1.Output (negative: none)")
+	fs.Int64Var(&c.OutputLogTotal, "output-log-total", c.OutputLogTotal, "bytes of output kept for all processes together")
 	// Accepted and ignored: E2B's orchestrator passes it after a live upgrade, which envd does not implement.
 	fs.Bool("resume-handover", false, "ignored; accepted for compatibility")
 	if err := fs.Parse(args); err != nil {

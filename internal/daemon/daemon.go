@@ -20,6 +20,8 @@ import (
 	"github.com/envd-dev/envd/internal/execenv"
 	"github.com/envd-dev/envd/internal/fsapi"
 	"github.com/envd-dev/envd/internal/httpapi"
+	"github.com/envd-dev/envd/internal/portscan"
+	"github.com/envd-dev/envd/internal/portwatch"
 	"github.com/envd-dev/envd/internal/proc"
 	"github.com/envd-dev/envd/internal/reaper"
 	"github.com/envd-dev/envd/internal/sysstat"
@@ -51,6 +53,7 @@ type Daemon struct {
 	reaper *reaper.Reaper
 	procs  *proc.Manager
 	fs     *fsapi.Service
+	ports  *portwatch.Watcher // scans only while a client watches
 	// placer puts user processes into cgroups; nil leaves them in envd's.
 	placer proc.Placer
 	vm     vm // cgroups, MMDS, port forwarding, snapshot hooks (vm.go)
@@ -82,7 +85,8 @@ func New(cfg config.Config, build Build, log *slog.Logger) (*Daemon, error) {
 		return nil, err
 	}
 	d.reaper = r
-	d.procs = proc.NewManager(proc.Options{Reaper: r, Env: d.env, Placer: d.placer, OnFork: d.vm.onFork, Log: log})
+	d.procs = proc.NewManager(proc.Options{Reaper: r, Env: d.env, Placer: d.placer, OnFork: d.vm.onFork, Log: log, LogLimit: cfg.OutputLogLimit, LogTotal: cfg.OutputLogTotal})
+	d.ports = &portwatch.Watcher{Scan: portscan.Scanner{ProcRoot: cfg.ProcRoot}.All, ProcRoot: cfg.ProcRoot, SelfPid: os.Getpid(), Forwarded: d.vm.forwarded, Log: log}
 	d.fs = fsapi.New(d.env, log)
 	return d, nil
 }

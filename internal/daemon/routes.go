@@ -5,7 +5,9 @@ import (
 	"time"
 
 	"github.com/envd-dev/envd/internal/auth"
+	"github.com/envd-dev/envd/internal/envdapi"
 	"github.com/envd-dev/envd/internal/fsapi"
+	"github.com/envd-dev/envd/internal/gen/envd/v1/envdv1connect"
 	"github.com/envd-dev/envd/internal/gen/filesystem/filesystemconnect"
 	"github.com/envd-dev/envd/internal/gen/process/processconnect"
 	"github.com/envd-dev/envd/internal/httpapi"
@@ -30,6 +32,9 @@ func (d *Daemon) routes() http.Handler {
 
 	mux.Handle(processconnect.NewProcessHandler(processapi.New(d.procs, d.env, d.log), processapi.HandlerOptions()...))
 	mux.Handle(filesystemconnect.NewFilesystemHandler(d.fs, fsapi.HandlerOptions()...))
+	mux.Handle(envdv1connect.NewOutputHandler(envdapi.NewOutput(d.procs), envdapi.HandlerOptions()...))
+	mux.Handle(envdv1connect.NewExitsHandler(envdapi.NewExits(d.procs), envdapi.HandlerOptions()...))
+	mux.Handle(envdv1connect.NewPortsHandler(envdapi.NewPorts(d.ports), envdapi.HandlerOptions()...))
 
 	return withCORS(auth.RequireToken(d.token, auth.BasicUser(d.env, mux)))
 }

@@ -11,11 +11,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/envdtest"
 	"github.com/envd-dev/envd/internal/execenv"
 	"github.com/envd-dev/envd/internal/proc"
@@ -511,21 +511,9 @@ func TestGoneSubscriberDoesNotBlock(t *testing.T) {
 	}
 }
 
-type cgroupPlacer struct {
-	fd     int
-	ptyAsk []bool
-	mu     sync.Mutex
-}
-
-func (c *cgroupPlacer) CgroupFD(pty bool) (int, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.ptyAsk = append(c.ptyAsk, pty)
-	return c.fd, true
-}
-
-// The Placer's cgroup receives the child at clone time, and OnFork sees the
-// pid before Start returns.
+// Each process gets a cgroup of its own under the Placer's group for its
+// kind at clone time, gone once the process ended; OnFork sees the pid
+// before Start returns.
 func TestPlacerAndOnFork(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("creating a cgroup needs root")
@@ -542,35 +530,52 @@ func TestPlacerAndOnFork(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Skipf("cgroup v2 hierarchy at %s is not writable: %v", root, err)
 	}
-	defer os.Remove(dir)
-	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
+	cg := cgroup.Open(dir, nil, slog.New(slog.DiscardHandler))
+	defer func() {
+		cg.Close()
+		for _, g := range cgroup.Groups() {
+			os.Remove(filepath.Join(dir, string(g), "escaped"))
+			os.Remove(filepath.Join(dir, string(g)))
+		}
+		os.Remove(dir)
+	}()
+	if !cg.Enabled() {
+		t.Fatal("cgroup manager disabled on a writable cgroup2 directory")
 	}
-	defer unix.Close(fd)
-	placer := &cgroupPlacer{fd: fd}
 	var forked []int
 	f := newFixture(t, func(o *proc.Options) {
-		o.Placer = placer
+		o.Placer = cg
 		o.OnFork = func(pid int) { forked = append(forked, pid) }
 	})
-	p, sub := f.start(t, proc.StartOptions{Config: helper("hang")})
-	if len(forked) != 1 || forked[0] != p.Pid() {
-		t.Fatalf("OnFork saw %v, pid %d", forked, p.Pid())
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p.Pid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(b), "0::/"+name+"\n") {
-		t.Fatalf("child cgroup %q, want /%s", b, name)
-	}
-	_ = p.Signal(syscall.SIGKILL)
-	collect(t, p, sub)
-	p, sub = f.start(t, proc.StartOptions{Config: helper("exit", "0"), PTY: &proc.Size{Cols: 1, Rows: 1}})
-	collect(t, p, sub)
-	if len(placer.ptyAsk) != 2 || placer.ptyAsk[0] || !placer.ptyAsk[1] {
-		t.Fatalf("placer asked for pty=%v", placer.ptyAsk)
+	for _, tc := range []struct {
+		pty   *proc.Size
+		group cgroup.Group
+	}{{nil, cgroup.User}, {&proc.Size{Cols: 1, Rows: 1}, cgroup.PTY}} {
+		forked = nil
+		p, sub := f.start(t, proc.StartOptions{Config: helper("hang"), PTY: tc.pty})
+		if len(forked) != 1 || forked[0] != p.Pid() {
+			t.Fatalf("OnFork saw %v, pid %d", forked, p.Pid())
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p.Pid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		prefix := "0::/" + name + "/" + string(tc.group) + "/cmd-"
+		var line string
+		for l := range strings.Lines(string(b)) {
+			if strings.HasPrefix(l, "0::") {
+				line = strings.TrimSpace(l)
+			}
+		}
+		if !strings.HasPrefix(line, prefix) {
+			t.Fatalf("child cgroup %q, want %s*", b, prefix)
+		}
+		own := filepath.Join(dir, strings.TrimPrefix(line, "0::/"+name+"/"))
+		_ = p.Signal(syscall.SIGKILL)
+		collect(t, p, sub)
+		if _, err := os.Stat(own); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("command cgroup %s still there after the exit: %v", own, err)
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/reaper"
 )
 
@@ -114,9 +115,15 @@ type Process struct {
 	killed  atomic.Bool
 	timer   *time.Timer
 
-	done     chan struct{}
-	result   Result
-	exitedAt time.Time // guarded by m.mu
+	log       *outputLog       // nil when the Manager keeps no logs
+	written   [3]atomic.Uint64 // per stream, counted when there is no log
+	cg        *cgroup.Command  // the command's own group; nil without cgroups
+	startedAt time.Time
+
+	done       chan struct{}
+	result     Result
+	exitReport ExitReport
+	exitedAt   time.Time // guarded by m.mu
 }
 
 type subscriber struct {
@@ -125,8 +132,8 @@ type subscriber struct {
 }
 
 // Subscription receives every chunk read after it was made, until the
-// process ends or Close is called. Output read while nobody is subscribed is
-// discarded: there is no replay buffer.
+// process ends or Close is called. Output read while nobody is subscribed
+// reaches only the output log (ReadOutput).
 type Subscription struct {
 	C      <-chan Chunk
 	p      *Process
@@ -216,13 +223,18 @@ func (p *Process) pump(f *os.File, stream Stream) {
 			}
 		}
 		if len(c.Data) > 0 {
+			if p.log != nil {
+				p.log.append(stream, c.Data)
+			} else {
+				p.written[stream].Add(uint64(len(c.Data)))
+			}
 			if subs := p.subscribers(); len(subs) > 0 {
 				if c.buf != nil {
 					c.buf.refs.Store(int32(len(subs)))
 				}
 				p.broadcast(subs, c)
 			} else if c.buf != nil {
-				c.buf.pool.Put(c.buf) // nobody listening: the output is discarded
+				c.buf.pool.Put(c.buf) // nobody listening: only the log keeps it
 			}
 		}
 		if err != nil {
@@ -289,6 +301,7 @@ func (p *Process) read(rc syscall.RawConn, stream Stream) (Chunk, error) {
 // output, then publishes the result.
 func (p *Process) finish() {
 	st := <-p.exit
+	ended := p.m.now()
 	if p.timer != nil {
 		p.timer.Stop()
 	}
@@ -317,6 +330,14 @@ func (p *Process) finish() {
 	p.tty = nil
 	p.inMu.Unlock()
 	p.result = resultOf(st)
+	var usage cgroup.Usage
+	if p.cg != nil {
+		usage = p.cg.Usage()
+		if err := p.cg.Remove(); err != nil {
+			p.m.log.Warn("remove command cgroup", "pid", p.pid, "err", err)
+		}
+	}
+	p.exitReport = p.report(st, ended, usage, p.cg != nil)
 	p.m.retire(p)
 	close(p.done)
 }

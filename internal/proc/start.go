@@ -53,6 +53,9 @@ func (m *Manager) Start(o StartOptions) (*Process, *Subscription, error) {
 		isPTY:  o.PTY != nil,
 		done:   make(chan struct{}),
 	}
+	if m.logLimit > 0 {
+		p.log = newOutputLog(m.logLimit, &m.logBytes, m.logTotal)
+	}
 	sio, err := p.openStdio(o)
 	if err != nil {
 		return nil, nil, err
@@ -265,8 +268,13 @@ func (m *Manager) fork(p *Process, l *launchSpec, sio *stdio) error {
 		sys.Setpgid = true
 	}
 	if m.placer != nil {
-		if fd, ok := m.placer.CgroupFD(p.isPTY); ok {
-			sys.UseCgroupFD, sys.CgroupFD = true, fd
+		cg, err := m.placer.Command(p.isPTY)
+		if err != nil {
+			// Never fail a Start for cgroups: the report says what is missing.
+			m.log.Warn("create command cgroup", "err", err)
+		} else if cg != nil {
+			p.cg = cg
+			sys.UseCgroupFD, sys.CgroupFD = true, cg.FD()
 		}
 	}
 	attr := &syscall.ProcAttr{Dir: l.dir, Env: l.env, Files: sio.files, Sys: sys}
@@ -284,7 +292,13 @@ func (m *Manager) fork(p *Process, l *launchSpec, sio *stdio) error {
 		}
 		return m.answer(l.answer, attr, sio.stderr())
 	})
+	if p.cg != nil {
+		p.cg.CloseFD()
+	}
 	if err != nil {
+		if p.cg != nil {
+			_ = p.cg.Remove()
+		}
 		if ke := (*kindError)(nil); errors.As(err, &ke) {
 			return err // the answer's own error: no shell to give it
 		}
@@ -294,7 +308,7 @@ func (m *Manager) fork(p *Process, l *launchSpec, sio *stdio) error {
 		}
 		return errorf(kind, "error starting process '%s': %v", l.cmdline, err)
 	}
-	p.pid, p.exit = pid, exit
+	p.pid, p.exit, p.startedAt = pid, exit, m.now()
 	return nil
 }
 
