@@ -42,6 +42,7 @@ func (s *Output) Read(ctx context.Context, req *pb.ReadRequest, stream *connect.
 	timer := time.NewTimer(ka)
 	defer timer.Stop()
 	offset := req.GetOffset()
+	sent := false
 	for {
 		done := closed(p.Done()) // seen before the read, so that read saw all output
 		r, err := p.ReadOutput(which, offset, readBatch)
@@ -61,6 +62,7 @@ func (s *Output) Read(ctx context.Context, req *pb.ReadRequest, stream *connect.
 			offset += uint64(len(d))
 		}
 		if len(r.Data) > 0 || r.Dropped > 0 {
+			sent = true
 			timer.Reset(ka)
 			continue
 		}
@@ -69,6 +71,14 @@ func (s *Output) Read(ctx context.Context, req *pb.ReadRequest, stream *connect.
 		}
 		if !req.GetFollow() {
 			return nil
+		}
+		if !sent {
+			// Response headers go out with the first message: without one
+			// a client would wait for them until output came.
+			if err := stream.Send(&pb.ReadResponse{Event: &pb.ReadResponse_Keepalive{Keepalive: &pb.KeepAlive{}}}); err != nil {
+				return err
+			}
+			sent = true
 		}
 		select {
 		case <-r.Changed:

@@ -24,6 +24,13 @@ func (s *Ports) Watch(ctx context.Context, _ *pb.WatchPortsRequest, stream *conn
 			return err
 		}
 	}
+	if len(snap) == 0 {
+		// Response headers go out with the first message: without one a
+		// client would wait for them until a port opened.
+		if err := stream.Send(&pb.PortEvent{Keepalive: true}); err != nil {
+			return err
+		}
+	}
 	ka := keepalive.Interval(stream.Conn().RequestHeader())
 	timer := time.NewTimer(ka)
 	defer timer.Stop()
