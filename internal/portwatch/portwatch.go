@@ -267,3 +267,10 @@ func (w *Watcher) cmdline(pid int) string {
 	}
 	return strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
 }
+
+// Subscribers counts the open subscriptions; scanning runs while it is not 0.
+func (w *Watcher) Subscribers() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.subs)
+}
