@@ -86,9 +86,9 @@ func TestExitsBadInput(t *testing.T) {
 }
 
 // With a cgroup per command the report has the CPU time the kernel
-// counted (cpu.stat is a core file, present without the cpu controller);
-// at least what the process itself saw in getrusage, since the group also
-// counts its exec. Memory fields need the memory controller.
+// counted (cpu.stat is a core file, present without the cpu controller),
+// close to what the process itself saw in getrusage. Memory fields need the
+// memory controller.
 func TestExitReportCPUFromCgroup(t *testing.T) {
 	cg, root := testCgroups(t)
 	s := newServer(t, options{cgroups: cg})
@@ -105,11 +105,13 @@ func TestExitReportCPUFromCgroup(t *testing.T) {
 	if err != nil {
 		t.Fatalf("spin printed %q", r.data)
 	}
-	if rep.CpuUserUsec == nil || rep.CpuSystemUsec == nil || rep.GetCpuUserUsec() < seen || slices.Contains(rep.GetUnavailable(), proc.FieldCPUUser) {
-		t.Fatalf("report %v; the process saw %d µs of user time", rep, seen)
+	if rep.CpuUserUsec == nil || rep.CpuSystemUsec == nil || slices.Contains(rep.GetUnavailable(), proc.FieldCPUUser) {
+		t.Fatalf("report %v", rep)
 	}
-	// Within 10 % of what it saw (plus the cost of exec, well below that).
-	if float64(rep.GetCpuUserUsec()) > 1.1*float64(seen)+20_000 {
+	// Within 10 % of what the process saw: the kernel splits a cgroup's time
+	// into user and system from ticks, so its user time is close to, not at
+	// least, getrusage's; the group also counts the exec.
+	if got := float64(rep.GetCpuUserUsec()); got < 0.9*float64(seen) || got > 1.1*float64(seen)+20_000 {
 		t.Fatalf("cgroup user time %d µs, the process saw %d µs", rep.GetCpuUserUsec(), seen)
 	}
 	mem := hasController(t, filepath.Join(root, string(cgroup.User)), "memory")

@@ -49,18 +49,12 @@ func (s *Output) Read(ctx context.Context, req *pb.ReadRequest, stream *connect.
 		if err != nil {
 			return toConnect(err)
 		}
-		if r.Dropped > 0 {
-			if err := stream.Send(&pb.ReadResponse{Event: &pb.ReadResponse_Gap{Gap: &pb.Gap{Offset: offset, Dropped: r.Dropped}}}); err != nil {
-				return err
-			}
-			offset = r.Offset
+		next, err := send(stream, offset, &r)
+		r.Release() // the messages were encoded: their bytes are no longer needed
+		if err != nil {
+			return err
 		}
-		for _, d := range r.Data {
-			if err := stream.Send(&pb.ReadResponse{Event: &pb.ReadResponse_Chunk{Chunk: &pb.Chunk{Offset: offset, Data: d}}}); err != nil {
-				return err
-			}
-			offset += uint64(len(d))
-		}
+		offset = next
 		if len(r.Data) > 0 || r.Dropped > 0 {
 			sent = true
 			timer.Reset(ka)
@@ -92,6 +86,24 @@ func (s *Output) Read(ctx context.Context, req *pb.ReadRequest, stream *connect.
 			return ended(ctx, "read output")
 		}
 	}
+}
+
+// send streams one look at the log: the gap, if any, then its chunks. It
+// returns the offset after them.
+func send(stream *connect.ServerStream[pb.ReadResponse], offset uint64, r *proc.LogRead) (uint64, error) {
+	if r.Dropped > 0 {
+		if err := stream.Send(&pb.ReadResponse{Event: &pb.ReadResponse_Gap{Gap: &pb.Gap{Offset: offset, Dropped: r.Dropped}}}); err != nil {
+			return offset, err
+		}
+		offset = r.Offset
+	}
+	for _, d := range r.Data {
+		if err := stream.Send(&pb.ReadResponse{Event: &pb.ReadResponse_Chunk{Chunk: &pb.Chunk{Offset: offset, Data: d}}}); err != nil {
+			return offset, err
+		}
+		offset += uint64(len(d))
+	}
+	return offset, nil
 }
 
 func closed(c <-chan struct{}) bool {

@@ -17,8 +17,10 @@ const (
 const minSegment = 4 << 10
 
 // outputLog keeps the output of one process, per stream, with the offset of
-// every byte counted from the first. Segments are never written once a
-// reader may see them, so readers get subslices without copying.
+// every byte counted from the first. A pooled chunk is kept as it is (one
+// more reference to its buffer, no copy); small chunks are copied into
+// segments of the log's own. No kept byte is ever written again, so readers
+// get subslices without copying (holding a reference on pooled buffers).
 type outputLog struct {
 	limit int64
 	total *atomic.Int64 // the Manager's sum over all logs
@@ -26,7 +28,7 @@ type outputLog struct {
 
 	mu      sync.Mutex
 	streams [3]streamLog
-	size    int64         // bytes kept, all streams
+	mem     int64         // memory held, all streams: a pooled buffer counts whole
 	dropped uint64        // bytes evicted, all streams
 	changed chan struct{} // closed and replaced at each append
 }
@@ -34,44 +36,74 @@ type outputLog struct {
 type streamLog struct {
 	start   uint64 // offset of the first kept byte
 	end     uint64 // bytes written
-	segs    [][]byte
+	segs    []segment
 	dropped uint64
+}
+
+type segment struct {
+	data []byte
+	buf  *chunkBuf // the pooled buffer holding data; nil for the log's own
+}
+
+func (s segment) cost() int64 {
+	if s.buf != nil {
+		return int64(cap(s.buf.b))
+	}
+	return int64(cap(s.data))
 }
 
 func newOutputLog(limit int64, total *atomic.Int64, cap int64) *outputLog {
 	return &outputLog{limit: limit, total: total, cap: cap, changed: make(chan struct{})}
 }
 
-// append copies b to the end of stream s, then evicts the oldest segments
-// while the process is over its limit or all logs are over theirs (the
-// writer pays: a process never evicts another's output).
-func (l *outputLog) append(s Stream, b []byte) {
+// append adds c to the end of stream s; a pooled c must already count the
+// log's reference. Then it evicts the oldest segments while the process is
+// over its limit or all logs are over theirs (the writer pays: a process
+// never evicts another's output).
+func (l *outputLog) append(s Stream, c Chunk) {
 	l.mu.Lock()
 	st := &l.streams[s]
-	st.end += uint64(len(b))
-	for len(b) > 0 {
-		n := len(st.segs)
-		if n == 0 || len(st.segs[n-1]) == cap(st.segs[n-1]) {
-			size := minSegment
-			if n > 0 {
-				size = min(2*cap(st.segs[n-1]), chunkSize)
-			}
-			st.segs = append(st.segs, make([]byte, 0, max(size, min(len(b), chunkSize))))
-			n++
-		}
-		tail := st.segs[n-1]
-		k := min(len(b), cap(tail)-len(tail))
-		st.segs[n-1] = append(tail, b[:k]...)
-		b = b[k:]
-		l.size += int64(k)
-		l.total.Add(int64(k))
+	st.end += uint64(len(c.Data))
+	if c.buf != nil {
+		seg := segment{data: c.Data, buf: c.buf}
+		st.segs = append(st.segs, seg)
+		l.grow(seg.cost())
+	} else {
+		l.copyLocked(st, c.Data)
 	}
-	for l.size > l.limit || (l.total.Load() > l.cap && l.size > 0) {
+	for l.mem > l.limit || (l.total.Load() > l.cap && l.mem > 0) {
 		l.evictLocked()
 	}
 	close(l.changed)
 	l.changed = make(chan struct{})
 	l.mu.Unlock()
+}
+
+func (l *outputLog) grow(n int64) {
+	l.mem += n
+	l.total.Add(n)
+}
+
+// copyLocked appends b to the stream's own tail segment, starting a new one,
+// twice the size of the last, when it is full.
+func (l *outputLog) copyLocked(st *streamLog, b []byte) {
+	for len(b) > 0 {
+		n := len(st.segs)
+		if n == 0 || st.segs[n-1].buf != nil || len(st.segs[n-1].data) == cap(st.segs[n-1].data) {
+			size := minSegment
+			if n > 0 && st.segs[n-1].buf == nil {
+				size = min(2*cap(st.segs[n-1].data), chunkSize)
+			}
+			size = max(size, min(len(b), chunkSize))
+			st.segs = append(st.segs, segment{data: make([]byte, 0, size)})
+			l.grow(int64(size))
+			n++
+		}
+		tail := st.segs[n-1].data
+		k := min(len(b), cap(tail)-len(tail))
+		st.segs[n-1].data = append(tail, b[:k]...)
+		b = b[k:]
+	}
 }
 
 // evictLocked drops the oldest segment of the stream holding the most.
@@ -80,21 +112,24 @@ func (l *outputLog) evictLocked() {
 	var bigSize uint64
 	for i := range l.streams {
 		st := &l.streams[i]
-		if kept := st.end - st.start; len(st.segs) > 0 && kept > bigSize {
+		if kept := st.end - st.start; len(st.segs) > 0 && kept >= bigSize {
 			big, bigSize = st, kept
 		}
 	}
 	if big == nil {
 		return
 	}
-	n := len(big.segs[0])
-	big.segs[0] = nil
+	seg := big.segs[0]
+	big.segs[0] = segment{}
 	big.segs = big.segs[1:]
-	big.start += uint64(n)
-	big.dropped += uint64(n)
-	l.dropped += uint64(n)
-	l.size -= int64(n)
-	l.total.Add(-int64(n))
+	n := uint64(len(seg.data))
+	big.start += n
+	big.dropped += n
+	l.dropped += n
+	l.grow(-seg.cost())
+	if seg.buf != nil {
+		seg.buf.release()
+	}
 }
 
 // free releases everything, once the exit report expired.
@@ -102,25 +137,39 @@ func (l *outputLog) free() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for i := range l.streams {
-		l.streams[i].segs = nil
-		l.streams[i].start = l.streams[i].end
+		st := &l.streams[i]
+		for _, seg := range st.segs {
+			if seg.buf != nil {
+				seg.buf.release()
+			}
+		}
+		st.segs = nil
+		st.start = st.end
 	}
-	l.total.Add(-l.size)
-	l.size = 0
+	l.grow(-l.mem)
 }
 
 // LogRead is one answer from the log: Dropped bytes before Offset are gone
 // (evicted), then Data follows from Offset. Changed is closed when more is
-// written.
+// written. Release must be called once Data is no longer used.
 type LogRead struct {
 	Dropped uint64
 	Offset  uint64
 	Data    [][]byte
 	End     uint64 // bytes written so far
 	Changed <-chan struct{}
+	held    []*chunkBuf
 }
 
-// read returns what the log holds of s from offset, up to max bytes.
+// Release hands back the pooled buffers Data points into.
+func (r *LogRead) Release() {
+	for _, b := range r.held {
+		b.release()
+	}
+	r.held = nil
+}
+
+// read returns what the log holds of s from offset, up to maxBytes.
 func (l *outputLog) read(s Stream, offset uint64, maxBytes int) LogRead {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -134,12 +183,18 @@ func (l *outputLog) read(s Stream, offset uint64, maxBytes int) LogRead {
 		if maxBytes <= 0 {
 			break
 		}
-		segEnd := pos + uint64(len(seg))
+		segEnd := pos + uint64(len(seg.data))
 		if segEnd > r.Offset {
 			from := int(max(r.Offset, pos) - pos)
-			part := seg[from:min(len(seg), from+maxBytes)]
+			part := seg.data[from:min(len(seg.data), from+maxBytes)]
 			r.Data = append(r.Data, part)
 			maxBytes -= len(part)
+			if seg.buf != nil {
+				// The log's own reference keeps the count above zero
+				// while it is held under l.mu.
+				seg.buf.refs.Add(1)
+				r.held = append(r.held, seg.buf)
+			}
 		}
 		pos = segEnd
 	}

@@ -223,18 +223,27 @@ func (p *Process) pump(f *os.File, stream Stream) {
 			}
 		}
 		if len(c.Data) > 0 {
+			// One reference per subscriber and one for the log, which
+			// keeps a pooled chunk as it is instead of copying it.
+			subs := p.subscribers()
+			refs := len(subs)
 			if p.log != nil {
-				p.log.append(stream, c.Data)
+				refs++
+			}
+			if c.buf != nil {
+				if refs == 0 {
+					c.buf.pool.Put(c.buf) // nobody listening and no log
+				} else {
+					c.buf.refs.Store(int32(refs))
+				}
+			}
+			if p.log != nil {
+				p.log.append(stream, c)
 			} else {
 				p.written[stream].Add(uint64(len(c.Data)))
 			}
-			if subs := p.subscribers(); len(subs) > 0 {
-				if c.buf != nil {
-					c.buf.refs.Store(int32(len(subs)))
-				}
+			if len(subs) > 0 {
 				p.broadcast(subs, c)
-			} else if c.buf != nil {
-				c.buf.pool.Put(c.buf) // nobody listening: only the log keeps it
 			}
 		}
 		if err != nil {

@@ -24,10 +24,10 @@ func TestStartBadInput(t *testing.T) {
 		code connect.Code
 		msg  string
 	}{
-		"no process":     {&pb.StartRequest{}, connect.CodeInvalidArgument, "error starting process: cmd is empty"},
-		"empty cmd":      {&pb.StartRequest{Process: &pb.ProcessConfig{Args: []string{"x"}}}, connect.CodeInvalidArgument, "error starting process: cmd is empty"},
-		"missing cwd":    {&pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "true", Cwd: &missing}}, connect.CodeInvalidArgument, "cwd '/no/such/dir' does not exist"},
-		"other's home":   {&pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "true", Cwd: &other}}, connect.CodeInvalidArgument, "invalid path: cannot expand user-specific home dir: ~root/x"},
+		"no process":   {&pb.StartRequest{}, connect.CodeInvalidArgument, "error starting process: cmd is empty"},
+		"empty cmd":    {&pb.StartRequest{Process: &pb.ProcessConfig{Args: []string{"x"}}}, connect.CodeInvalidArgument, "error starting process: cmd is empty"},
+		"missing cwd":  {&pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "true", Cwd: &missing}}, connect.CodeInvalidArgument, "cwd '/no/such/dir' does not exist"},
+		"other's home": {&pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "true", Cwd: &other}}, connect.CodeInvalidArgument, "invalid path: cannot expand user-specific home dir: ~root/x"},
 	} {
 		for codec, c := range map[string]processconnect.ProcessClient{"proto": s.client, "json": s.json} {
 			st, err := c.Start(t.Context(), tc.req)

@@ -7,26 +7,39 @@ import (
 	"testing"
 
 	pb "github.com/envd-dev/envd/internal/gen/process"
+	"github.com/envd-dev/envd/internal/proc"
 )
 
 // Each wire benchmark has a Raw twin measuring the same work done directly
 // from Go on this machine, so the ratio is what envd adds.
 
+// logModes run each wire benchmark with the output log (the default) and
+// without it, in the same run, for the log's cost (issue 13).
+var logModes = []struct {
+	name string
+	opt  func(*proc.Options)
+}{
+	{"log", func(*proc.Options) {}},
+	{"nolog", func(o *proc.Options) { o.LogLimit = -1 }},
+}
+
 func BenchmarkStartTrue(b *testing.B) {
 	for _, codec := range []string{"proto", "json"} {
-		b.Run("Wire/"+codec, func(b *testing.B) {
-			s := newServer(b)
-			c := s.client
-			if codec == "json" {
-				c = s.json
-			}
-			req := &pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "/bin/true"}, Stdin: ptr(false)}
-			for b.Loop() {
-				if ev := run(b, c, req); ev.end == nil {
-					b.Fatal("no end event")
+		for _, mode := range logModes {
+			b.Run("Wire/"+codec+"/"+mode.name, func(b *testing.B) {
+				s := newServer(b, mode.opt)
+				c := s.client
+				if codec == "json" {
+					c = s.json
 				}
-			}
-		})
+				req := &pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "/bin/true"}, Stdin: ptr(false)}
+				for b.Loop() {
+					if ev := run(b, c, req); ev.end == nil {
+						b.Fatal("no end event")
+					}
+				}
+			})
+		}
 	}
 	b.Run("Raw", func(b *testing.B) {
 		attr := &syscall.ProcAttr{Sys: &syscall.SysProcAttr{Setpgid: true}}
@@ -46,25 +59,27 @@ func BenchmarkStartTrue(b *testing.B) {
 const streamBytes = 512 << 20
 
 func BenchmarkStdout512M(b *testing.B) {
-	b.Run("Wire", func(b *testing.B) {
-		s := newServer(b)
-		req := &pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "head", Args: []string{"-c", "512M", "/dev/zero"}}, Stdin: ptr(false)}
-		b.SetBytes(streamBytes)
-		for b.Loop() {
-			st, err := s.client.Start(b.Context(), req)
-			if err != nil {
-				b.Fatal(err)
+	for _, mode := range logModes {
+		b.Run("Wire/"+mode.name, func(b *testing.B) {
+			s := newServer(b, mode.opt)
+			req := &pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "head", Args: []string{"-c", "512M", "/dev/zero"}}, Stdin: ptr(false)}
+			b.SetBytes(streamBytes)
+			for b.Loop() {
+				st, err := s.client.Start(b.Context(), req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n := 0
+				for st.Receive() {
+					n += len(st.Msg().GetEvent().GetData().GetStdout())
+				}
+				if err := st.Err(); err != nil || n != streamBytes {
+					b.Fatal(err, n)
+				}
+				st.Close()
 			}
-			n := 0
-			for st.Receive() {
-				n += len(st.Msg().GetEvent().GetData().GetStdout())
-			}
-			if err := st.Err(); err != nil || n != streamBytes {
-				b.Fatal(err, n)
-			}
-			st.Close()
-		}
-	})
+		})
+	}
 	b.Run("Raw", func(b *testing.B) {
 		b.SetBytes(streamBytes)
 		buf := make([]byte, 32<<10)
