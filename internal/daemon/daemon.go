@@ -86,7 +86,7 @@ func New(cfg config.Config, build Build, log *slog.Logger) (*Daemon, error) {
 	}
 	d.reaper = r
 	d.procs = proc.NewManager(proc.Options{Reaper: r, Env: d.env, Placer: d.placer, OnFork: d.vm.onFork, Log: log, LogLimit: cfg.OutputLogLimit, LogTotal: cfg.OutputLogTotal})
-	d.ports = &portwatch.Watcher{Scan: portscan.Scanner{ProcRoot: cfg.ProcRoot}.All, ProcRoot: cfg.ProcRoot, SelfPid: os.Getpid(), Forwarded: d.vm.forwarded, Log: log}
+	d.ports = &portwatch.Watcher{Scan: portwatch.SockDiagOr(portscan.Scanner{ProcRoot: cfg.ProcRoot}.All), ProcRoot: cfg.ProcRoot, SelfPid: os.Getpid(), Forwarded: d.vm.forwarded, Log: log}
 	d.fs = fsapi.New(d.env, log)
 	return d, nil
 }

@@ -150,7 +150,7 @@ func newServer(t testing.TB, o options) *server {
 		o.proc(&po)
 	}
 	m := proc.NewManager(po)
-	w := &portwatch.Watcher{Scan: portscan.Scanner{ProcRoot: "/proc"}.All, ProcRoot: "/proc", Interval: 20 * time.Millisecond}
+	w := &portwatch.Watcher{Scan: portwatch.SockDiagOr(portscan.Scanner{ProcRoot: "/proc"}.All), ProcRoot: "/proc", Interval: 20 * time.Millisecond}
 	mux := http.NewServeMux()
 	mux.Handle(processconnect.NewProcessHandler(processapi.New(m, env, slog.New(slog.DiscardHandler)), processapi.HandlerOptions()...))
 	mux.Handle(envdv1connect.NewOutputHandler(envdapi.NewOutput(m), envdapi.HandlerOptions()...))

@@ -1,6 +1,7 @@
 // Package portwatch turns the TCP listeners of the sandbox into open and
-// close events: it scans (internal/portscan) on an interval while anyone
-// subscribes and diffs each scan against the last. It knows nothing of the
+// close events: it scans on an interval while anyone subscribes (netlink
+// sock_diag, or internal/portscan's /proc scan where that is missing) and
+// diffs each scan against the last. It knows nothing of the
 // wire; envdapi's Ports service streams its events.
 package portwatch
 
@@ -20,8 +21,10 @@ import (
 )
 
 // DefaultInterval is the scan period while anyone watches: a port that
-// opens is announced at most this late.
-const DefaultInterval = 100 * time.Millisecond
+// opens is announced at most this late. A sock_diag scan costs about 65 µs
+// of CPU here (a /proc/net/tcp scan 4.5 ms; BenchmarkScan), so 0.1 % of a
+// core.
+const DefaultInterval = 50 * time.Millisecond
 
 // subQueue bounds the events a slow subscriber may hold; beyond it the
 // subscription ends with ErrOverflow, never losing events silently.
