@@ -12,9 +12,10 @@ const (
 	DefaultLogTotal = 64 << 20
 )
 
-// Segments start small, so a process that prints a line holds a few KiB, and
-// double up to chunkSize for busy ones. Eviction drops whole segments.
-const minSegment = 4 << 10
+// The log's own segments start small, so a process that prints a line holds
+// well under a KiB, and double up to chunkSize for busy ones. Eviction drops
+// whole segments.
+const minSegment = 512
 
 // outputLog keeps the output of one process, per stream, with the offset of
 // every byte counted from the first. A pooled chunk is kept as it is (one
