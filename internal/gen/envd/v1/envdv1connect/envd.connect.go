@@ -56,8 +56,9 @@ const (
 // OutputClient is a client for the envd.v1.Output service.
 type OutputClient interface {
 	// Streams the bytes of one stream from offset. With follow it continues
-	// live until the process ends. Whenever it reaches the end of a process
-	// that has ended, it sends the exit report last.
+	// live until the process ends (a follow with nothing to send yet starts
+	// with a keepalive, so the response headers go out). Whenever it reaches
+	// the end of a process that has ended, it sends the exit report last.
 	Read(context.Context, *v1.ReadRequest) (*connect.ServerStreamForClient[v1.ReadResponse], error)
 }
 
@@ -94,8 +95,9 @@ func (c *outputClient) Read(ctx context.Context, req *v1.ReadRequest) (*connect.
 // OutputHandler is an implementation of the envd.v1.Output service.
 type OutputHandler interface {
 	// Streams the bytes of one stream from offset. With follow it continues
-	// live until the process ends. Whenever it reaches the end of a process
-	// that has ended, it sends the exit report last.
+	// live until the process ends (a follow with nothing to send yet starts
+	// with a keepalive, so the response headers go out). Whenever it reaches
+	// the end of a process that has ended, it sends the exit report last.
 	Read(context.Context, *v1.ReadRequest, *connect.ServerStream[v1.ReadResponse]) error
 }
 
@@ -239,7 +241,8 @@ func (UnimplementedExitsHandler) List(context.Context, *v1.ListExitsRequest) (*v
 
 // PortsClient is a client for the envd.v1.Ports service.
 type PortsClient interface {
-	// The current set as STATE_OPEN events, then each open and close.
+	// The current set as STATE_OPEN events (a keepalive when it is empty),
+	// then each open and close.
 	Watch(context.Context, *v1.WatchPortsRequest) (*connect.ServerStreamForClient[v1.PortEvent], error)
 	// Returns once the port listens (at once if it does), or
 	// DeadlineExceeded at the call's Connect-Timeout-Ms.
@@ -294,7 +297,8 @@ func (c *portsClient) WaitFor(ctx context.Context, req *v1.WaitForRequest) (*v1.
 
 // PortsHandler is an implementation of the envd.v1.Ports service.
 type PortsHandler interface {
-	// The current set as STATE_OPEN events, then each open and close.
+	// The current set as STATE_OPEN events (a keepalive when it is empty),
+	// then each open and close.
 	Watch(context.Context, *v1.WatchPortsRequest, *connect.ServerStream[v1.PortEvent]) error
 	// Returns once the port listens (at once if it does), or
 	// DeadlineExceeded at the call's Connect-Timeout-Ms.
