@@ -174,6 +174,12 @@ func TestExitReportOOMKilled(t *testing.T) {
 	if err := cg.SetMemoryMax(cgroup.User, 64<<20); err != nil {
 		t.Fatal(err)
 	}
+	// With swap the hog would be swapped out instead of killed.
+	if swap := filepath.Join(root, string(cgroup.User), "memory.swap.max"); fileExists(swap) {
+		if err := os.WriteFile(swap, []byte("0"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s := newServer(t, options{cgroups: cg})
 	pid := s.start(t, &ppb.StartRequest{Process: ownCmd("alloc", strconv.Itoa(512<<20))})
 	rep, err := s.exits.Wait(t.Context(), &pb.WaitRequest{Process: pidRef(pid)})
@@ -270,4 +276,9 @@ func countFDs(t testing.TB) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
