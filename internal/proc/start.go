@@ -36,7 +36,7 @@ type StartOptions struct {
 // its own process group (or its own session with the pty as controlling
 // terminal). The returned subscription is nil unless o.Subscribe was set.
 //
-// A command that cannot be exec'd is answered as a shell would (§ issue 11):
+// A command that cannot be exec'd is answered as a shell would answer it:
 // the process starts, says why on its stderr or pty, and exits 127 or 126.
 // Errors that are not the command's fault (cwd, user, empty cmd, resources)
 // fail Start instead.
