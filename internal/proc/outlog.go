@@ -18,9 +18,9 @@ const (
 const minSegment = 512
 
 // outputLog keeps the output of one process, per stream, with the offset of
-// every byte counted from the first. A pooled chunk is kept as it is (one
-// more reference to its buffer, no copy); small chunks are copied into
-// segments of the log's own. No kept byte is ever written again, so readers
+// every byte counted from the first. A chunk filling most of a pooled buffer
+// is kept as it is (one more reference to the buffer, no copy); smaller ones
+// are copied into segments of the log's own. No kept byte is ever written again, so readers
 // get subslices without copying (holding a reference on pooled buffers).
 type outputLog struct {
 	limit int64
@@ -46,6 +46,11 @@ type segment struct {
 	buf  *chunkBuf // the pooled buffer holding data; nil for the log's own
 }
 
+// keepsBuffer says whether the log keeps c's pooled buffer rather than a
+// copy: only when c fills at least half of it, so memory held stays within
+// twice the bytes kept while full-speed output is never copied.
+func keepsBuffer(c Chunk) bool { return c.buf != nil && len(c.Data) >= chunkSize/2 }
+
 func (s segment) cost() int64 {
 	if s.buf != nil {
 		return int64(cap(s.buf.b))
@@ -57,15 +62,15 @@ func newOutputLog(limit int64, total *atomic.Int64, cap int64) *outputLog {
 	return &outputLog{limit: limit, total: total, cap: cap, changed: make(chan struct{})}
 }
 
-// append adds c to the end of stream s; a pooled c must already count the
-// log's reference. Then it evicts the oldest segments while the process is
+// append adds c to the end of stream s; when keepsBuffer(c), c must already
+// count the log's reference. Then it evicts the oldest segments while the process is
 // over its limit or all logs are over theirs (the writer pays: a process
 // never evicts another's output).
 func (l *outputLog) append(s Stream, c Chunk) {
 	l.mu.Lock()
 	st := &l.streams[s]
 	st.end += uint64(len(c.Data))
-	if c.buf != nil {
+	if keepsBuffer(c) {
 		seg := segment{data: c.Data, buf: c.buf}
 		st.segs = append(st.segs, seg)
 		l.grow(seg.cost())

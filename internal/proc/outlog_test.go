@@ -71,9 +71,12 @@ func TestOutputLogTotalCap(t *testing.T) {
 	}
 }
 
-// A pooled chunk is kept by reference, not copied: the log holds one
-// reference until eviction, a reader one until it releases.
+// A pooled chunk that fills half its buffer or more is kept by reference,
+// not copied: the log holds one reference until eviction, a reader one until
+// it releases. A smaller one is copied, so a buffer never pins much more
+// memory than it holds bytes.
 func TestOutputLogKeepsPooledChunks(t *testing.T) {
+	const half = chunkSize / 2
 	var pool sync.Pool
 	var total atomic.Int64
 	l := newOutputLog(2*chunkSize, &total, 1<<30)
@@ -81,7 +84,7 @@ func TestOutputLogKeepsPooledChunks(t *testing.T) {
 	for i := range bufs {
 		bufs[i] = &chunkBuf{b: bytes.Repeat([]byte{byte('a' + i)}, chunkSize), pool: &pool}
 		bufs[i].refs.Store(1) // the log's
-		l.append(Stdout, Chunk{Data: bufs[i].b[:1000], buf: bufs[i]})
+		l.append(Stdout, Chunk{Data: bufs[i].b[:half], buf: bufs[i]})
 		if i == 0 {
 			r := l.read(Stdout, 0, 1<<30)
 			if bufs[0].refs.Load() != 2 || &r.Data[0][0] != &bufs[0].b[0] {
@@ -99,11 +102,28 @@ func TestOutputLogKeepsPooledChunks(t *testing.T) {
 	if bufs[0].refs.Load() != 1 || bufs[1].refs.Load() != 1 || total.Load() != 2*chunkSize {
 		t.Fatalf("refs %d %d, total %d", bufs[0].refs.Load(), bufs[1].refs.Load(), total.Load())
 	}
-	if got, r := logged(l, Stdout, 0); r.Dropped != 1000 || string(got) != strings.Repeat("b", 1000)+strings.Repeat("c", 1000) {
+	if got, r := logged(l, Stdout, 0); r.Dropped != half || string(got) != strings.Repeat("b", half)+strings.Repeat("c", half) {
 		t.Fatalf("dropped %d, kept %q...", r.Dropped, got[:10])
 	}
 	l.free()
 	if bufs[1].refs.Load() != 0 || bufs[2].refs.Load() != 0 || total.Load() != 0 {
 		t.Fatalf("after free: refs %d %d, total %d", bufs[1].refs.Load(), bufs[2].refs.Load(), total.Load())
+	}
+}
+
+func TestOutputLogCopiesSmallPooledChunks(t *testing.T) {
+	var pool sync.Pool
+	var total atomic.Int64
+	l := newOutputLog(1<<30, &total, 1<<30)
+	buf := &chunkBuf{b: bytes.Repeat([]byte("x"), chunkSize), pool: &pool}
+	c := Chunk{Data: buf.b[:chunkSize/2-1], buf: buf}
+	if keepsBuffer(c) {
+		t.Fatal("a chunk under half its buffer is kept by reference")
+	}
+	l.append(Stdout, c)
+	r := l.read(Stdout, 0, 1<<30)
+	defer r.Release()
+	if len(r.held) != 0 || &r.Data[0][0] == &buf.b[0] || len(bytes.Join(r.Data, nil)) != chunkSize/2-1 {
+		t.Fatalf("held %d buffers, aliased %v", len(r.held), &r.Data[0][0] == &buf.b[0])
 	}
 }

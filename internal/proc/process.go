@@ -227,7 +227,7 @@ func (p *Process) pump(f *os.File, stream Stream) {
 			// keeps a pooled chunk as it is instead of copying it.
 			subs := p.subscribers()
 			refs := len(subs)
-			if p.log != nil {
+			if p.log != nil && keepsBuffer(c) {
 				refs++
 			}
 			if c.buf != nil {
