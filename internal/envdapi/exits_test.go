@@ -158,6 +158,7 @@ func TestExitReportPeakMemory(t *testing.T) {
 	if err != nil || rep.GetExitCode() != 0 || rep.PeakMemoryBytes == nil {
 		t.Fatalf("%v %v", rep, err)
 	}
+	t.Logf("peak memory %d bytes for %d touched", rep.GetPeakMemoryBytes(), size)
 	if p := float64(rep.GetPeakMemoryBytes()); p < 0.9*size || p > 1.1*size {
 		t.Fatalf("peak memory %d bytes for %d allocated", rep.GetPeakMemoryBytes(), size)
 	}
@@ -186,6 +187,7 @@ func TestExitReportOOMKilled(t *testing.T) {
 	if err != nil || !rep.GetOomKilled() || rep.GetSignal() != "SIGKILL" {
 		t.Fatalf("%v %v", rep, err)
 	}
+	t.Logf("memory hog: %v", rep)
 	// An ordinary SIGKILL is not an OOM kill.
 	pid = s.start(t, &ppb.StartRequest{Process: helper("hang")})
 	if _, err := s.process.SendSignal(t.Context(), &ppb.SendSignalRequest{Process: &ppb.ProcessSelector{Selector: &ppb.ProcessSelector_Pid{Pid: pid}}, Signal: ppb.Signal_SIGNAL_SIGKILL}); err != nil {

@@ -328,7 +328,10 @@ func TestCwd(t *testing.T) {
 func TestStartErrors(t *testing.T) {
 	f := newFixture(t)
 	missing := "/no/such/dir"
-	file := os.Args[0]
+	file, err := os.Executable() // absolute, however the test binary was started
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, tc := range map[string]struct {
 		cfg  proc.Config
 		want string
