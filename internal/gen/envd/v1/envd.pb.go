@@ -931,10 +931,14 @@ type PortEvent struct {
 	Port    uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
 	Address string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
 	// 4 (AF_INET) or 6 (AF_INET6).
-	Family    uint32 `protobuf:"varint,4,opt,name=family,proto3" json:"family,omitempty"`
-	Pid       uint32 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
-	Cmdline   string `protobuf:"bytes,6,opt,name=cmdline,proto3" json:"cmdline,omitempty"`
-	Forwarded bool   `protobuf:"varint,7,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	Family uint32 `protobuf:"varint,4,opt,name=family,proto3" json:"family,omitempty"`
+	// The listener's owner, 0 and empty when it could not be found.
+	Pid     uint32 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
+	Cmdline string `protobuf:"bytes,6,opt,name=cmdline,proto3" json:"cmdline,omitempty"`
+	// envd forwards the port to the VM's external address at the time of the
+	// event (the forwarder takes up a new loopback-only listener within about
+	// a second; that later change is not an event of its own).
+	Forwarded bool `protobuf:"varint,7,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
 	// A keepalive on the Keepalive-Ping-Interval period: no port, state unspecified.
 	Keepalive     bool `protobuf:"varint,8,opt,name=keepalive,proto3" json:"keepalive,omitempty"`
 	unknownFields protoimpl.UnknownFields
