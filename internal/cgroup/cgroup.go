@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,8 +41,11 @@ type Manager struct {
 	root string
 	log  *slog.Logger
 
-	mu  sync.Mutex
-	fds map[Group]int // nil when disabled or closed
+	mu        sync.Mutex
+	fds       map[Group]int  // nil when disabled or closed
+	delegated map[Group]bool // groups whose controllers were delegated to command groups
+
+	seq atomic.Uint64 // names command groups
 }
 
 // Open creates the groups under root and applies the §12 limits for the

@@ -39,6 +39,10 @@ type Config struct {
 	// ResumeHandover: this process image was exec'd by a live upgrade
 	// (§18.1) and takes over from the handover blob.
 	ResumeHandover bool
+	// OutputLogLimit bounds the output kept per process for envd.v1.Output
+	// (negative: keep none); OutputLogTotal bounds all processes together.
+	OutputLogLimit int64
+	OutputLogTotal int64
 }
 
 // ErrHelp is returned when the user asked for -h/--help; usage was printed.
@@ -54,6 +58,9 @@ func Parse(args []string, usage io.Writer) (Config, error) {
 		ProcRoot:    "/proc",
 		RunDir:      "/run",
 		BootRoot:    "/",
+
+		OutputLogLimit: 16 << 20,
+		OutputLogTotal: 64 << 20,
 	}
 	fs := flag.NewFlagSet("envd", flag.ContinueOnError)
 	fs.SetOutput(usage)
@@ -67,6 +74,8 @@ func Parse(args []string, usage io.Writer) (Config, error) {
 	fs.BoolVar(&c.Verbose, "verbose", false, "log to stdout as text, at debug level")
 	// Appended by POST /upgrade to the new image's arguments; repeated by chained upgrades.
 	fs.BoolVar(&c.ResumeHandover, "resume-handover", false, "take over from a live upgrade's handover blob")
+	fs.Int64Var(&c.OutputLogLimit, "output-log-size", c.OutputLogLimit, "bytes of output kept per process for envd.v1.Output (negative: none)")
+	fs.Int64Var(&c.OutputLogTotal, "output-log-total", c.OutputLogTotal, "bytes of output kept for all processes together")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

@@ -22,6 +22,8 @@ import (
 	"github.com/envd-dev/envd/internal/fsapi"
 	"github.com/envd-dev/envd/internal/fsops"
 	"github.com/envd-dev/envd/internal/httpapi"
+	"github.com/envd-dev/envd/internal/portscan"
+	"github.com/envd-dev/envd/internal/portwatch"
 	"github.com/envd-dev/envd/internal/proc"
 	"github.com/envd-dev/envd/internal/reaper"
 	"github.com/envd-dev/envd/internal/sysstat"
@@ -54,6 +56,7 @@ type Daemon struct {
 	procs  *proc.Manager
 	fs     *fsapi.Service
 	writer *fsops.Writer // uploads; fs's watchers recognise its temporary files
+	ports  *portwatch.Watcher // scans only while a client watches
 	// placer puts user processes into cgroups; nil leaves them in envd's.
 	placer proc.Placer
 	vm     vm // cgroups, MMDS, port forwarding, snapshot hooks (vm.go)
@@ -91,7 +94,8 @@ func New(cfg config.Config, build Build, log *slog.Logger) (*Daemon, error) {
 	}
 	d.reaper = r
 	d.setupOrchestrated()
-	d.procs = proc.NewManager(proc.Options{Reaper: r, Env: d.env, Placer: d.placer, OnFork: d.vm.onFork, Log: log})
+	d.procs = proc.NewManager(proc.Options{Reaper: r, Env: d.env, Placer: d.placer, OnFork: d.vm.onFork, Log: log, LogLimit: cfg.OutputLogLimit, LogTotal: cfg.OutputLogTotal})
+	d.ports = &portwatch.Watcher{Scan: portwatch.SockDiagOr(portscan.Scanner{ProcRoot: cfg.ProcRoot}.All), ProcRoot: cfg.ProcRoot, SelfPid: os.Getpid(), Forwarded: d.vm.forwarded, Log: log}
 	d.writer = fsops.NewWriter(log)
 	d.fs = fsapi.New(d.env, d.writer, log)
 	d.setupUpgrade()

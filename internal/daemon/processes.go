@@ -11,8 +11,8 @@ import (
 
 // startCmd runs the --cmd start command (§8.6): /bin/bash -l -c <cmd> as
 // root in /home/user (root's home if that is missing), tag startCmd, stdin
-// open, no time limit. Nobody is subscribed, so its output is discarded
-// until a client Connects.
+// open, no time limit. Nobody is subscribed: its output reaches only the
+// output log (envd.v1.Output) until a client Connects.
 func (d *Daemon) startCmd(cmd string) {
 	root, err := execenv.LookupUser("root")
 	if err != nil {

@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/envd-dev/envd/internal/auth"
+	"github.com/envd-dev/envd/internal/envdapi"
 	"github.com/envd-dev/envd/internal/fsapi"
+	"github.com/envd-dev/envd/internal/gen/envd/v1/envdv1connect"
 	"github.com/envd-dev/envd/internal/gen/filesystem/filesystemconnect"
 	"github.com/envd-dev/envd/internal/gen/process/processconnect"
 	"github.com/envd-dev/envd/internal/httpapi"
@@ -42,6 +44,9 @@ func (d *Daemon) routes() http.Handler {
 
 	mux.Handle(checkedBodies(processconnect.NewProcessHandler(processapi.New(d.procs, d.env, d.log), processapi.HandlerOptions()...)))
 	mux.Handle(checkedBodies(filesystemconnect.NewFilesystemHandler(d.fs, fsapi.HandlerOptions()...)))
+	mux.Handle(checkedBodies(envdv1connect.NewOutputHandler(envdapi.NewOutput(d.procs), envdapi.HandlerOptions()...)))
+	mux.Handle(checkedBodies(envdv1connect.NewExitsHandler(envdapi.NewExits(d.procs), envdapi.HandlerOptions()...)))
+	mux.Handle(checkedBodies(envdv1connect.NewPortsHandler(envdapi.NewPorts(d.ports), envdapi.HandlerOptions()...)))
 
 	return withCORS(auth.RequireToken(d.token, mux.isPublic, httpapi.HandoverGate(d.upg.life, auth.BasicUser(d.env, mux))))
 }

@@ -93,6 +93,14 @@ func (d *Daemon) setupVM() {
 	d.snapshotAPI.Quiesce = append(d.snapshotAPI.Quiesce, d.quiesce)
 }
 
+// forwarded lists the ports forwarded now, for port events.
+func (v *vm) forwarded() []uint16 {
+	if v.fwd == nil {
+		return nil
+	}
+	return v.fwd.Ports()
+}
+
 // startVM runs MMDS polling and port forwarding until ctx ends.
 func (d *Daemon) startVM(ctx context.Context, srv *http.Server) {
 	d.vm.srv.Store(srv)

@@ -247,12 +247,23 @@ func TestProcessesLandInCgroups(t *testing.T) {
 			t.Fatalf("start: %v", stream.Err())
 		}
 		pid := stream.Msg().GetEvent().GetStart().GetPid()
-		b, err := os.ReadFile(filepath.Join(root, string(tc.group), "cgroup.procs"))
+		// Each command has a group of its own under its kind's group
+		// (issue 13), holding exactly that process.
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(int(pid)), "cgroup"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if strings.TrimSpace(string(b)) != strconv.Itoa(int(pid)) {
-			t.Errorf("%s/cgroup.procs = %q, want exactly pid %d", tc.group, b, pid)
+		var own string
+		for l := range strings.Lines(string(b)) {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(l), "0::"); ok {
+				own = filepath.Join(mount, rest)
+			}
+		}
+		if filepath.Dir(own) != filepath.Join(root, string(tc.group)) || !strings.HasPrefix(filepath.Base(own), "cmd-") {
+			t.Errorf("pid %d in cgroup %q, want %s/cmd-*", pid, own, filepath.Join(root, string(tc.group)))
+		}
+		if b, err := os.ReadFile(filepath.Join(own, "cgroup.procs")); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(int(pid)) {
+			t.Errorf("%s/cgroup.procs = %q (%v), want exactly pid %d", own, b, err, pid)
 		}
 		if _, err := pc.SendSignal(context.Background(), &process.SendSignalRequest{
 			Process: &process.ProcessSelector{Selector: &process.ProcessSelector_Pid{Pid: pid}},

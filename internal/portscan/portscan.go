@@ -1,7 +1,8 @@
-// Package portscan finds TCP listeners bound to loopback only, which the
-// port forwarder exposes on the VM's external address (§10). Parse is a pure
+// Package portscan finds TCP listeners: those bound to loopback only, which
+// the port forwarder exposes on the VM's external address (§10), and all of
+// them for port events. Parse is a pure
 // function over /proc/net/tcp{,6} text; Scanner reads those files under an
-// injected proc root. Imported by portfwd and daemon only.
+// injected proc root. Imported by portfwd, portwatch and daemon.
 package portscan
 
 import (
@@ -116,6 +117,21 @@ type Scanner struct {
 
 // Loopback returns the listeners reachable only from inside the machine.
 func (s Scanner) Loopback() ([]Listener, error) {
+	all, err := s.All()
+	if err != nil {
+		return nil, err
+	}
+	var out []Listener
+	for _, l := range all {
+		if l.Loopback() {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// All returns every TCP listener, IPv4 and IPv6.
+func (s Scanner) All() ([]Listener, error) {
 	var out []Listener
 	for _, t := range []struct {
 		name string
@@ -132,11 +148,7 @@ func (s Scanner) Loopback() ([]Listener, error) {
 		if err != nil {
 			return nil, fmt.Errorf("parse %s: %w", t.name, err)
 		}
-		for _, l := range ls {
-			if l.Loopback() {
-				out = append(out, l)
-			}
-		}
+		out = append(out, ls...)
 	}
 	return out, nil
 }

@@ -141,6 +141,10 @@ func (m *Manager) Adopt(a Adoption) (*Process, error) {
 		isPTY:  a.TTY != nil,
 		done:   make(chan struct{}),
 	}
+	// The log starts at the swap: what the old image logged is not handed over.
+	if m.logLimit > 0 {
+		p.log = newOutputLog(m.logLimit, &m.logBytes, m.logTotal)
+	}
 	var streams []Stream
 	if p.isPTY {
 		p.tty, p.stdin, p.outputs = a.TTY, a.TTY, []*os.File{a.TTY}

@@ -13,6 +13,7 @@ var (
 	ErrPrecondition = errors.New("failed precondition")
 	ErrInternal     = errors.New("internal error")
 	ErrCanceled     = errors.New("canceled")
+	ErrOutOfRange   = errors.New("out of range")
 )
 
 type kindError struct {

@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/execenv"
 	"github.com/envd-dev/envd/internal/reaper"
 )
@@ -18,11 +20,11 @@ import (
 // DefaultRetention is how long an exited process stays visible to Connect (§8.2).
 const DefaultRetention = 30 * time.Second
 
-// Placer puts new processes into a cgroup: CgroupFD returns an open
-// directory fd of the cgroup for a pty or a pipe process, or ok=false to leave
-// the child in envd's own cgroup.
+// Placer gives each new process a cgroup of its own (under the group for
+// terminals or the one for other processes), which measures it for its exit
+// report; nil, nil leaves the child in envd's own cgroup.
 type Placer interface {
-	CgroupFD(pty bool) (fd int, ok bool)
+	Command(pty bool) (*cgroup.Command, error)
 }
 
 // Options configure a Manager. Reaper and Env are required.
@@ -37,6 +39,14 @@ type Options struct {
 	Log       *slog.Logger
 	Retention time.Duration    // 0: DefaultRetention
 	Now       func() time.Time // nil: time.Now; tests move time forward without sleeping
+	// Shell runs scripts without #! and answers for commands that cannot be
+	// exec'd; "" is /bin/sh.
+	Shell string
+	// LogLimit bounds the output kept per process (0: DefaultLogLimit;
+	// negative: keep no output log); LogTotal bounds all logs together
+	// (0: DefaultLogTotal).
+	LogLimit int64
+	LogTotal int64
 }
 
 // Manager is the table of processes, live and recently exited, by pid.
@@ -48,6 +58,10 @@ type Manager struct {
 	log       *slog.Logger
 	retention time.Duration
 	now       func() time.Time
+	shell     string
+	logLimit  int64
+	logTotal  int64
+	logBytes  atomic.Int64
 
 	chunks sync.Pool // of *chunkBuf, shared by all processes' output readers
 
@@ -67,11 +81,23 @@ func NewManager(o Options) *Manager {
 		log:       o.Log,
 		retention: o.Retention,
 		now:       o.Now,
+		shell:     o.Shell,
+		logLimit:  o.LogLimit,
+		logTotal:  o.LogTotal,
 		procs:     map[int]*Process{},
 	}
 	m.chunks.New = func() any { return &chunkBuf{b: make([]byte, chunkSize), pool: &m.chunks} }
 	if m.retention == 0 {
 		m.retention = DefaultRetention
+	}
+	if m.logLimit == 0 {
+		m.logLimit = DefaultLogLimit
+	}
+	if m.logTotal == 0 {
+		m.logTotal = DefaultLogTotal
+	}
+	if m.shell == "" {
+		m.shell = "/bin/sh"
 	}
 	if m.now == nil {
 		m.now = time.Now
@@ -212,6 +238,9 @@ func (m *Manager) pruneLocked() {
 		}
 		if m.procs[p.pid] == p {
 			delete(m.procs, p.pid)
+		}
+		if p.log != nil {
+			p.log.free()
 		}
 		n++
 	}

@@ -11,11 +11,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/execenv"
 	"github.com/envd-dev/envd/internal/proc"
 	"github.com/envd-dev/envd/internal/reaper"
@@ -318,16 +318,86 @@ func TestCwd(t *testing.T) {
 func TestStartErrors(t *testing.T) {
 	f := newFixture(t)
 	missing := "/no/such/dir"
-	file := os.Args[0]
+	file, err := os.Executable() // absolute, however the test binary was started
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, tc := range map[string]struct {
 		cfg  proc.Config
 		want string
 	}{
-		"empty cmd":      {proc.Config{}, "error starting process: cmd is empty"},
+		"empty cmd":     {proc.Config{}, "error starting process: cmd is empty"},
+		"missing cwd":   {proc.Config{Cmd: "true", Cwd: &missing}, "cwd '/no/such/dir' does not exist"},
+		"cwd is a file": {proc.Config{Cmd: "true", Cwd: &file}, "cwd '" + file + "' is not a directory"},
+	} {
+		_, _, err := f.m.Start(proc.StartOptions{Config: tc.cfg, User: f.user, Subscribe: t.Context()})
+		if !errors.Is(err, proc.ErrInvalid) || err.Error() != tc.want {
+			t.Errorf("%s: got %v\nwant %s", name, err, tc.want)
+		}
+	}
+	if live := f.m.List(); len(live) != 0 {
+		t.Fatalf("failed starts left processes: %+v", live)
+	}
+}
+
+// A command that cannot be exec'd is answered as bash answers it: the
+// process starts, prints why on stderr (or the pty), and exits 127 or 126.
+// A script without #! runs under /bin/sh, as execvp runs it.
+func TestUnexecutableAnswersAsShell(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	write := func(name, text string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	noShebang := write("noshebang", "echo \"script $0 $1\"\n", 0o755)
+	badInterp := write("badinterp", "#!/no/such/interpreter\n", 0o755)
+	write("plain", "x\n", 0o644)
+	pathEnv := map[string]string{"PATH": dir + ":/usr/bin:/bin"}
+	for name, tc := range map[string]struct {
+		cfg    proc.Config
+		code   int
+		stdout string
+		stderr string
+	}{
+		"missing binary":      {proc.Config{Cmd: "no-such-binary-envd", Args: []string{"a"}}, 127, "", "no-such-binary-envd: command not found\n"},
+		"missing path":        {proc.Config{Cmd: "/no/such/binary"}, 127, "", "/no/such/binary: command not found\n"},
+		"missing relative":    {proc.Config{Cmd: "./no-such-binary", Cwd: &dir}, 127, "", "./no-such-binary: command not found\n"},
+		"not executable":      {proc.Config{Cmd: "/etc/passwd"}, 126, "", "/etc/passwd: Permission denied\n"},
+		"not executable PATH": {proc.Config{Cmd: "plain", Envs: pathEnv}, 126, "", "plain: Permission denied\n"},
+		"directory":           {proc.Config{Cmd: dir}, 126, "", dir + ": Is a directory\n"},
+		"no #!":               {proc.Config{Cmd: noShebang, Args: []string{"arg"}}, 0, "script " + noShebang + " arg\n", ""},
+		"bad interpreter":     {proc.Config{Cmd: badInterp}, 127, "", badInterp + ": cannot execute: required file not found\n"},
+	} {
+		p, sub := f.start(t, proc.StartOptions{Config: tc.cfg})
+		o := collect(t, p, sub)
+		want := proc.Result{ExitCode: tc.code, Exited: true, Status: "exit status " + strconv.Itoa(tc.code)}
+		if tc.code != 0 {
+			want.Err = want.Status
+		}
+		if o.res != want || o.stdout.String() != tc.stdout || o.stderr.String() != tc.stderr {
+			t.Errorf("%s: %+v stdout %q stderr %q; want %+v %q %q", name, o.res, o.stdout.String(), o.stderr.String(), want, tc.stdout, tc.stderr)
+		}
+	}
+	// On a pty the answer is terminal output, newline translated.
+	p, sub := f.start(t, proc.StartOptions{Config: proc.Config{Cmd: "no-such-binary-envd"}, PTY: &proc.Size{Cols: 80, Rows: 24}})
+	if o := collect(t, p, sub); o.res.ExitCode != 127 || o.pty.String() != "no-such-binary-envd: command not found\r\n" {
+		t.Errorf("pty: %+v %q", o.res, o.pty.String())
+	}
+}
+
+// Without a shell to deliver the answer, Start fails as it did before.
+func TestUnexecutableWithoutShell(t *testing.T) {
+	f := newFixture(t, func(o *proc.Options) { o.Shell = "/no/such/sh" })
+	for name, tc := range map[string]struct {
+		cfg  proc.Config
+		want string
+	}{
 		"missing binary": {proc.Config{Cmd: "no-such-binary-envd"}, `error starting process 'no-such-binary-envd': exec: "no-such-binary-envd": executable file not found in $PATH`},
 		"missing path":   {proc.Config{Cmd: "/no/such/binary", Args: []string{"a"}}, `error starting process '/no/such/binary a': exec: "/no/such/binary": stat /no/such/binary: no such file or directory`},
-		"missing cwd":    {proc.Config{Cmd: "true", Cwd: &missing}, "cwd '/no/such/dir' does not exist"},
-		"cwd is a file":  {proc.Config{Cmd: "true", Cwd: &file}, "cwd '" + file + "' is not a directory"},
 		"not executable": {proc.Config{Cmd: "/etc/passwd"}, `error starting process '/etc/passwd': exec: "/etc/passwd": permission denied`},
 	} {
 		_, _, err := f.m.Start(proc.StartOptions{Config: tc.cfg, User: f.user, Subscribe: t.Context()})
@@ -434,21 +504,9 @@ func TestGoneSubscriberDoesNotBlock(t *testing.T) {
 	}
 }
 
-type cgroupPlacer struct {
-	fd     int
-	ptyAsk []bool
-	mu     sync.Mutex
-}
-
-func (c *cgroupPlacer) CgroupFD(pty bool) (int, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.ptyAsk = append(c.ptyAsk, pty)
-	return c.fd, true
-}
-
-// The Placer's cgroup receives the child at clone time, and OnFork sees the
-// pid before Start returns.
+// Each process gets a cgroup of its own under the Placer's group for its
+// kind at clone time, gone once the process ended; OnFork sees the pid
+// before Start returns.
 func TestPlacerAndOnFork(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("creating a cgroup needs root")
@@ -465,35 +523,52 @@ func TestPlacerAndOnFork(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Skipf("cgroup v2 hierarchy at %s is not writable: %v", root, err)
 	}
-	defer os.Remove(dir)
-	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
+	cg := cgroup.Open(dir, nil, slog.New(slog.DiscardHandler))
+	defer func() {
+		cg.Close()
+		for _, g := range cgroup.Groups() {
+			os.Remove(filepath.Join(dir, string(g), "escaped"))
+			os.Remove(filepath.Join(dir, string(g)))
+		}
+		os.Remove(dir)
+	}()
+	if !cg.Enabled() {
+		t.Fatal("cgroup manager disabled on a writable cgroup2 directory")
 	}
-	defer unix.Close(fd)
-	placer := &cgroupPlacer{fd: fd}
 	var forked []int
 	f := newFixture(t, func(o *proc.Options) {
-		o.Placer = placer
+		o.Placer = cg
 		o.OnFork = func(pid int) { forked = append(forked, pid) }
 	})
-	p, sub := f.start(t, proc.StartOptions{Config: helper("hang")})
-	if len(forked) != 1 || forked[0] != p.Pid() {
-		t.Fatalf("OnFork saw %v, pid %d", forked, p.Pid())
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p.Pid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(b), "0::/"+name+"\n") {
-		t.Fatalf("child cgroup %q, want /%s", b, name)
-	}
-	_ = p.Signal(syscall.SIGKILL)
-	collect(t, p, sub)
-	p, sub = f.start(t, proc.StartOptions{Config: helper("exit", "0"), PTY: &proc.Size{Cols: 1, Rows: 1}})
-	collect(t, p, sub)
-	if len(placer.ptyAsk) != 2 || placer.ptyAsk[0] || !placer.ptyAsk[1] {
-		t.Fatalf("placer asked for pty=%v", placer.ptyAsk)
+	for _, tc := range []struct {
+		pty   *proc.Size
+		group cgroup.Group
+	}{{nil, cgroup.User}, {&proc.Size{Cols: 1, Rows: 1}, cgroup.PTY}} {
+		forked = nil
+		p, sub := f.start(t, proc.StartOptions{Config: helper("hang"), PTY: tc.pty})
+		if len(forked) != 1 || forked[0] != p.Pid() {
+			t.Fatalf("OnFork saw %v, pid %d", forked, p.Pid())
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p.Pid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		prefix := "0::/" + name + "/" + string(tc.group) + "/cmd-"
+		var line string
+		for l := range strings.Lines(string(b)) {
+			if strings.HasPrefix(l, "0::") {
+				line = strings.TrimSpace(l)
+			}
+		}
+		if !strings.HasPrefix(line, prefix) {
+			t.Fatalf("child cgroup %q, want %s*", b, prefix)
+		}
+		own := filepath.Join(dir, strings.TrimPrefix(line, "0::/"+name+"/"))
+		_ = p.Signal(syscall.SIGKILL)
+		collect(t, p, sub)
+		if _, err := os.Stat(own); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("command cgroup %s still there after the exit: %v", own, err)
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/reaper"
 )
 
@@ -116,9 +117,15 @@ type Process struct {
 	// deadline is the lifetime Start set (zero: none), carried across a live upgrade.
 	deadline time.Time
 
-	done     chan struct{}
-	result   Result
-	exitedAt time.Time // guarded by m.mu
+	log       *outputLog       // nil when the Manager keeps no logs
+	written   [3]atomic.Uint64 // per stream, counted when there is no log
+	cg        *cgroup.Command  // the command's own group; nil without cgroups
+	startedAt time.Time
+
+	done       chan struct{}
+	result     Result
+	exitReport ExitReport
+	exitedAt   time.Time // guarded by m.mu
 }
 
 type subscriber struct {
@@ -127,8 +134,8 @@ type subscriber struct {
 }
 
 // Subscription receives every chunk read after it was made, until the
-// process ends or Close is called. Output read while nobody is subscribed is
-// discarded: there is no replay buffer.
+// process ends or Close is called. Output read while nobody is subscribed
+// reaches only the output log (ReadOutput).
 type Subscription struct {
 	C      <-chan Chunk
 	p      *Process
@@ -218,13 +225,27 @@ func (p *Process) pump(f *os.File, stream Stream) {
 			}
 		}
 		if len(c.Data) > 0 {
-			if subs := p.subscribers(); len(subs) > 0 {
-				if c.buf != nil {
-					c.buf.refs.Store(int32(len(subs)))
+			// One reference per subscriber and one for the log, which
+			// keeps a pooled chunk as it is instead of copying it.
+			subs := p.subscribers()
+			refs := len(subs)
+			if p.log != nil && keepsBuffer(c) {
+				refs++
+			}
+			if c.buf != nil {
+				if refs == 0 {
+					c.buf.pool.Put(c.buf) // nobody listening and no log
+				} else {
+					c.buf.refs.Store(int32(refs))
 				}
+			}
+			if p.log != nil {
+				p.log.append(stream, c)
+			} else {
+				p.written[stream].Add(uint64(len(c.Data)))
+			}
+			if len(subs) > 0 {
 				p.broadcast(subs, c)
-			} else if c.buf != nil {
-				c.buf.pool.Put(c.buf) // nobody listening: the output is discarded
 			}
 		}
 		if err != nil {
@@ -291,6 +312,7 @@ func (p *Process) read(rc syscall.RawConn, stream Stream) (Chunk, error) {
 // output, then publishes the result.
 func (p *Process) finish() {
 	st := <-p.exit
+	ended := p.m.now()
 	if p.timer != nil {
 		p.timer.Stop()
 	}
@@ -319,6 +341,14 @@ func (p *Process) finish() {
 	p.tty = nil
 	p.inMu.Unlock()
 	p.result = resultOf(st)
+	var usage cgroup.Usage
+	if p.cg != nil {
+		usage = p.cg.Usage()
+		if err := p.cg.Remove(); err != nil {
+			p.m.log.Warn("remove command cgroup", "pid", p.pid, "err", err)
+		}
+	}
+	p.exitReport = p.report(st, ended, usage, p.cg != nil)
 	p.m.retire(p)
 	close(p.done)
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -34,129 +35,58 @@ type StartOptions struct {
 // Start forks and execs the command directly (no shell), as the user, in
 // its own process group (or its own session with the pty as controlling
 // terminal). The returned subscription is nil unless o.Subscribe was set.
+//
+// A command that cannot be exec'd is answered as a shell would answer it:
+// the process starts, says why on its stderr or pty, and exits 127 or 126.
+// Errors that are not the command's fault (cwd, user, empty cmd, resources)
+// fail Start instead.
 func (m *Manager) Start(o StartOptions) (*Process, *Subscription, error) {
-	c := o.Config
-	if c.Cmd == "" {
-		return nil, nil, errorf(ErrInvalid, "error starting process: cmd is empty")
-	}
-	u := o.User
-	env := m.env.ProcessEnv(u, c.Envs)
-	cwd := ""
-	if c.Cwd != nil {
-		cwd = *c.Cwd
-	}
-	dir, err := execenv.Resolve(cwd, u.Home, m.env.Snapshot().Workdir)
+	l, err := m.resolve(o)
 	if err != nil {
-		return nil, nil, errorf(ErrInvalid, "%v", err)
+		return nil, nil, err
 	}
-	if fi, err := os.Stat(dir); err != nil {
-		return nil, nil, errorf(ErrInvalid, "cwd '%s' does not exist", dir)
-	} else if !fi.IsDir() {
-		return nil, nil, errorf(ErrInvalid, "cwd '%s' is not a directory", dir)
-	}
-	cmdline := strings.Join(append([]string{c.Cmd}, c.Args...), " ")
-	path, err := lookPath(c.Cmd, dir, env)
-	if err != nil {
-		return nil, nil, errorf(ErrInvalid, "error starting process '%s': %v", cmdline, err)
-	}
-
 	p := &Process{
 		m:      m,
 		tag:    o.Tag,
 		hasTag: o.HasTag,
-		config: c,
+		config: o.Config,
 		isPTY:  o.PTY != nil,
 		done:   make(chan struct{}),
 
 		deadline: o.Deadline,
 	}
-	sys := &syscall.SysProcAttr{}
-	if cred := credential(u); cred != nil {
-		sys.Credential = cred
+	if m.logLimit > 0 {
+		p.log = newOutputLog(m.logLimit, &m.logBytes, m.logTotal)
 	}
-	// The tag "_system" marks the orchestrator's own commands (a reclaim
-	// shell after /freeze): they stay in envd's cgroup, which is never frozen.
-	if m.placer != nil && !(o.HasTag && o.Tag == SystemTag) {
-		if fd, ok := m.placer.CgroupFD(p.isPTY); ok {
-			sys.UseCgroupFD, sys.CgroupFD = true, fd
-		}
-	}
-	var childFiles []*os.File // closed in the parent after the fork
-	defer func() {
-		for _, f := range childFiles {
-			f.Close()
-		}
-	}()
-	var files []uintptr
-	fail := func(err error) (*Process, *Subscription, error) {
-		for _, f := range p.outputs {
-			f.Close()
-		}
-		if p.stdin != nil && p.stdin != p.tty {
-			p.stdin.Close()
-		}
+	sio, err := p.openStdio(o)
+	if err != nil {
 		return nil, nil, err
 	}
-	if o.PTY != nil {
-		master, slave, err := openPTY(*o.PTY)
-		if err != nil {
-			return nil, nil, errorf(ErrInvalid, "error starting pty: %v", err)
-		}
-		childFiles = append(childFiles, slave)
-		p.tty, p.stdin, p.outputs = master, master, []*os.File{master}
-		fd := slave.Fd()
-		files = []uintptr{fd, fd, fd}
-		sys.Setsid, sys.Setctty, sys.Ctty = true, true, 0
-	} else {
-		var stdin *os.File
-		if o.Stdin {
-			r, w, err := os.Pipe()
-			if err != nil {
-				return fail(errorf(ErrInternal, "create stdin pipe: %v", err))
-			}
-			stdin, p.stdin = r, w
-		} else if stdin, err = os.Open(os.DevNull); err != nil {
-			return fail(errorf(ErrInternal, "open %s: %v", os.DevNull, err))
-		}
-		childFiles = append(childFiles, stdin)
-		files = append(files, stdin.Fd())
-		for range 2 {
-			r, w, err := os.Pipe()
-			if err != nil {
-				return fail(errorf(ErrInternal, "create output pipe: %v", err))
-			}
-			p.outputs = append(p.outputs, r)
-			childFiles = append(childFiles, w)
-			files = append(files, w.Fd())
-		}
-		sys.Setpgid = true
-	}
-
+	defer sio.closeChildEnds()
 	var sub *Subscription
 	if o.Subscribe != nil {
 		sub = p.Subscribe(o.Subscribe)
 	}
-	attr := &syscall.ProcAttr{Dir: dir, Env: env, Files: files, Sys: sys}
-	argv := append([]string{c.Cmd}, c.Args...)
-	pid, exit, err := m.reaper.Start(func() (int, error) { return forkExec(path, argv, attr) })
-	if err != nil {
+	if err := m.fork(p, l, sio); err != nil {
 		if sub != nil {
 			sub.Close()
 		}
-		kind := ErrInvalid // the command's fault: not executable, bad interpreter, …
-		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.EAGAIN) {
-			kind = ErrInternal // envd's or the machine's limits
-		}
-		return fail(errorf(kind, "error starting process '%s': %v", cmdline, err))
+		p.closeParentEnds()
+		return nil, nil, err
 	}
-	p.pid, p.exit = pid, exit
+	m.launch(p, o.Deadline)
+	return p, sub, nil
+}
+
+// launch is the bookkeeping of a forked process: the table, its lifetime
+// timer, its output readers and the goroutine that publishes its end.
+func (m *Manager) launch(p *Process, deadline time.Time) {
 	if m.onFork != nil {
-		m.onFork(pid)
+		m.onFork(p.pid)
 	}
 	m.register(p)
-
-	if !o.Deadline.IsZero() {
-		p.timer = time.AfterFunc(time.Until(o.Deadline), func() { _ = p.Signal(syscall.SIGKILL) })
+	if !deadline.IsZero() {
+		p.timer = time.AfterFunc(time.Until(deadline), func() { _ = p.Signal(syscall.SIGKILL) })
 	}
 	streams := []Stream{Stdout, Stderr}
 	if p.isPTY {
@@ -167,7 +97,242 @@ func (m *Manager) Start(o StartOptions) (*Process, *Subscription, error) {
 		go p.pump(f, streams[i])
 	}
 	go p.finish()
-	return p, sub, nil
+}
+
+// launchSpec is what resolve found: where and how to exec, or, for a
+// command that cannot be exec'd, the shell's answer to give instead.
+type launchSpec struct {
+	path    string
+	argv    []string
+	dir     string
+	env     []string
+	cmdline string // for error messages
+	answer  *shellAnswer
+	sys     *syscall.SysProcAttr
+}
+
+// shellAnswer is what bash prints and exits with when it cannot run a
+// command; fallback is the error Start returns if no /bin/sh exists to
+// deliver the answer.
+type shellAnswer struct {
+	msg      string
+	code     int
+	fallback error
+}
+
+// resolve checks the request and looks the command up in the PATH the child
+// will get.
+func (m *Manager) resolve(o StartOptions) (*launchSpec, error) {
+	c := o.Config
+	if c.Cmd == "" {
+		return nil, errorf(ErrInvalid, "error starting process: cmd is empty")
+	}
+	u := o.User
+	env := m.env.ProcessEnv(u, c.Envs)
+	cwd := ""
+	if c.Cwd != nil {
+		cwd = *c.Cwd
+	}
+	dir, err := execenv.Resolve(cwd, u.Home, m.env.Snapshot().Workdir)
+	if err != nil {
+		return nil, errorf(ErrInvalid, "%v", err)
+	}
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, errorf(ErrInvalid, "cwd '%s' does not exist", dir)
+	} else if !fi.IsDir() {
+		return nil, errorf(ErrInvalid, "cwd '%s' is not a directory", dir)
+	}
+	l := &launchSpec{
+		argv:    append([]string{c.Cmd}, c.Args...),
+		dir:     dir,
+		env:     env,
+		cmdline: strings.Join(append([]string{c.Cmd}, c.Args...), " "),
+		sys:     &syscall.SysProcAttr{},
+	}
+	if cred := credential(u); cred != nil {
+		l.sys.Credential = cred
+	}
+	l.path, err = lookPath(c.Cmd, dir, env)
+	if err != nil {
+		l.answer = answerFor(c.Cmd, err, true)
+		l.answer.fallback = errorf(ErrInvalid, "error starting process '%s': %v", l.cmdline, err)
+	}
+	return l, nil
+}
+
+// answerFor words a failed lookup or exec as bash does; lookup tells a
+// missing command (not found) from a present one whose exec failed.
+func answerFor(cmd string, err error, lookup bool) *shellAnswer {
+	switch {
+	case errors.Is(err, errNotFound), lookup && errors.Is(err, fs.ErrNotExist):
+		return &shellAnswer{msg: cmd + ": command not found", code: 127}
+	case errors.Is(err, fs.ErrPermission):
+		return &shellAnswer{msg: cmd + ": Permission denied", code: 126}
+	case errors.Is(err, errIsDir):
+		return &shellAnswer{msg: cmd + ": Is a directory", code: 126}
+	case errors.Is(err, fs.ErrNotExist):
+		// The file exists (lookPath saw it) but its #! interpreter does not.
+		return &shellAnswer{msg: cmd + ": cannot execute: required file not found", code: 127}
+	}
+	text := err.Error()
+	if errno := syscall.Errno(0); errors.As(err, &errno) {
+		text = errno.Error()
+	}
+	if text != "" {
+		text = strings.ToUpper(text[:1]) + text[1:]
+	}
+	if lookup {
+		return &shellAnswer{msg: cmd + ": " + text, code: 126}
+	}
+	return &shellAnswer{msg: cmd + ": cannot execute: " + text, code: 126}
+}
+
+// stdio holds the descriptors of one Start: the child's ends, closed in the
+// parent once the fork is done, and the fds the child gets as 0, 1 and 2.
+type stdio struct {
+	child []*os.File
+	files []uintptr
+}
+
+func (s *stdio) closeChildEnds() {
+	for _, f := range s.child {
+		f.Close()
+	}
+}
+
+// stderr is the child's fd 2, where a shell answer is written.
+func (s *stdio) stderr() uintptr { return s.files[2] }
+
+// openStdio creates the pty or the pipes; the parent's ends go into p.
+func (p *Process) openStdio(o StartOptions) (*stdio, error) {
+	s := &stdio{}
+	if o.PTY != nil {
+		master, slave, err := openPTY(*o.PTY)
+		if err != nil {
+			return nil, errorf(ErrInvalid, "error starting pty: %v", err)
+		}
+		s.child = append(s.child, slave)
+		p.tty, p.stdin, p.outputs = master, master, []*os.File{master}
+		fd := slave.Fd()
+		s.files = []uintptr{fd, fd, fd}
+		return s, nil
+	}
+	fail := func(err error) (*stdio, error) {
+		s.closeChildEnds()
+		p.closeParentEnds()
+		return nil, err
+	}
+	var stdin *os.File
+	if o.Stdin {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return fail(errorf(ErrInternal, "create stdin pipe: %v", err))
+		}
+		stdin, p.stdin = r, w
+	} else {
+		var err error
+		if stdin, err = os.Open(os.DevNull); err != nil {
+			return fail(errorf(ErrInternal, "open %s: %v", os.DevNull, err))
+		}
+	}
+	s.child = append(s.child, stdin)
+	s.files = append(s.files, stdin.Fd())
+	for range 2 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return fail(errorf(ErrInternal, "create output pipe: %v", err))
+		}
+		p.outputs = append(p.outputs, r)
+		s.child = append(s.child, w)
+		s.files = append(s.files, w.Fd())
+	}
+	return s, nil
+}
+
+// closeParentEnds undoes openStdio's parent side after a failed Start.
+func (p *Process) closeParentEnds() {
+	for _, f := range p.outputs {
+		f.Close()
+	}
+	if p.stdin != nil && p.stdin != p.tty {
+		p.stdin.Close()
+	}
+}
+
+// fork starts the child under the reaper's lock. A script without #! is
+// run with /bin/sh, as POSIX execvp does; a command that cannot be exec'd
+// gets its shell answer.
+func (m *Manager) fork(p *Process, l *launchSpec, sio *stdio) error {
+	sys := l.sys
+	if p.isPTY {
+		sys.Setsid, sys.Setctty, sys.Ctty = true, true, 0
+	} else {
+		sys.Setpgid = true
+	}
+	// The tag "_system" marks the orchestrator's own commands (a reclaim
+	// shell after /freeze): they stay in envd's cgroup, which is never frozen.
+	if m.placer != nil && !(p.hasTag && p.tag == SystemTag) {
+		cg, err := m.placer.Command(p.isPTY)
+		if err != nil {
+			// Never fail a Start for cgroups: the report says what is missing.
+			m.log.Warn("create command cgroup", "err", err)
+		} else if cg != nil {
+			p.cg = cg
+			sys.UseCgroupFD, sys.CgroupFD = true, cg.FD()
+		}
+	}
+	attr := &syscall.ProcAttr{Dir: l.dir, Env: l.env, Files: sio.files, Sys: sys}
+	pid, exit, err := m.reaper.Start(func() (int, error) {
+		if l.answer == nil {
+			pid, err := forkExec(l.path, l.argv, attr)
+			if errors.Is(err, syscall.ENOEXEC) {
+				pid, err = forkExec(m.shell, append([]string{"sh", l.path}, l.argv[1:]...), attr)
+			}
+			if err == nil || resourceError(err) {
+				return pid, err
+			}
+			l.answer = answerFor(l.argv[0], err, false)
+			l.answer.fallback = errorf(ErrInvalid, "error starting process '%s': %v", l.cmdline, err)
+		}
+		return m.answer(l.answer, attr, sio.stderr())
+	})
+	if p.cg != nil {
+		p.cg.CloseFD()
+	}
+	if err != nil {
+		if p.cg != nil {
+			_ = p.cg.Remove()
+		}
+		if ke := (*kindError)(nil); errors.As(err, &ke) {
+			return err // the answer's own error: no shell to give it
+		}
+		kind := ErrInvalid
+		if resourceError(err) {
+			kind = ErrInternal // envd's or the machine's limits
+		}
+		return errorf(kind, "error starting process '%s': %v", l.cmdline, err)
+	}
+	p.pid, p.exit, p.startedAt = pid, exit, m.now()
+	return nil
+}
+
+// answer writes a shell answer where the command's stderr would go and
+// starts a shell that only exits with its code, so the client gets a real
+// process: a start event, the message, an end event.
+func (m *Manager) answer(a *shellAnswer, attr *syscall.ProcAttr, stderr uintptr) (int, error) {
+	if _, err := os.Stat(m.shell); err != nil {
+		return 0, a.fallback
+	}
+	// Written before the child exists, so the message precedes its exit; the
+	// pipe (or pty) is empty, so this short write cannot block.
+	if _, err := unix.Write(int(stderr), []byte(a.msg+"\n")); err != nil {
+		return 0, errorf(ErrInternal, "write to the new process's stderr: %v", err)
+	}
+	return forkExec(m.shell, []string{"sh", "-c", "exit " + strconv.Itoa(a.code)}, attr)
+}
+
+func resourceError(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.EAGAIN)
 }
 
 // setPipeSize enlarges a pipe to pipeSize. Best effort: a smaller pipe only
@@ -238,7 +403,7 @@ func lookPath(cmd, dir string, env []string) (string, error) {
 		}
 		return p, nil
 	}
-	path := ""
+	path, denied := "", false
 	for _, kv := range env {
 		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
 			path = v
@@ -252,12 +417,25 @@ func lookPath(cmd, dir string, env []string) (string, error) {
 			d = filepath.Join(dir, d)
 		}
 		p := filepath.Join(d, cmd)
-		if executable(p) == nil {
+		err := executable(p)
+		if err == nil {
 			return p, nil
 		}
+		if errors.Is(err, fs.ErrPermission) {
+			denied = true
+		}
 	}
-	return "", fmt.Errorf("exec: %q: executable file not found in $PATH", cmd)
+	if denied {
+		// As execvp and bash: a match that is not executable beats none.
+		return "", fmt.Errorf("exec: %q: %w", cmd, fs.ErrPermission)
+	}
+	return "", fmt.Errorf("exec: %q: %w", cmd, errNotFound)
 }
+
+var (
+	errNotFound = errors.New("executable file not found in $PATH")
+	errIsDir    = errors.New("is a directory")
+)
 
 func executable(p string) error {
 	fi, err := os.Stat(p)
@@ -265,7 +443,7 @@ func executable(p string) error {
 		return err
 	}
 	if fi.IsDir() {
-		return fmt.Errorf("is a directory")
+		return errIsDir
 	}
 	if fi.Mode()&0o111 == 0 {
 		return fs.ErrPermission

@@ -40,8 +40,8 @@ func TestDaemonStartCommand(t *testing.T) {
 		if cfg := p.GetConfig(); cfg.GetCmd() != "/bin/bash" || !slices.Equal(cfg.GetArgs(), []string{"-l", "-c", cmd}) {
 			t.Fatalf("start command config %v", cfg)
 		}
-		// Its output is discarded while nobody is attached; the marker file
-		// shows it ran, as root.
+		// Nobody is attached to its output; the marker file shows it ran,
+		// as root.
 		if pidfd, err = unix.PidfdOpen(int(p.GetPid()), 0); err != nil {
 			t.Fatal(err)
 		}

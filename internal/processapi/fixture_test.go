@@ -41,7 +41,7 @@ type server struct {
 	clock  *testkit.Clock
 }
 
-func newServer(t testing.TB) *server {
+func newServer(t testing.TB, mutate ...func(*proc.Options)) *server {
 	t.Helper()
 	r, err := reaper.New(slog.New(slog.DiscardHandler), false)
 	if err != nil {
@@ -52,7 +52,11 @@ func newServer(t testing.TB) *server {
 	go func() { r.Run(ctx); close(reaped) }()
 	env := execenv.NewEnv(os.Getenv("PATH"))
 	c := testkit.NewClock()
-	m := proc.NewManager(proc.Options{Reaper: r, Env: env, Now: c.Now})
+	o := proc.Options{Reaper: r, Env: env, Now: c.Now}
+	for _, fn := range mutate {
+		fn(&o)
+	}
+	m := proc.NewManager(o)
 	mux := http.NewServeMux()
 	mux.Handle(processconnect.NewProcessHandler(processapi.New(m, env, slog.New(slog.DiscardHandler)), processapi.HandlerOptions()...))
 	hs := httptest.NewServer(auth.BasicUser(env, mux))

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,6 +28,7 @@ import (
 	pb "github.com/envd-dev/envd/internal/gen/process"
 	"github.com/envd-dev/envd/internal/gen/process/processconnect"
 	upb "github.com/envd-dev/envd/internal/gen/upgrade"
+	"github.com/envd-dev/envd/internal/testkit"
 	"github.com/envd-dev/envd/internal/upgrade"
 )
 
@@ -77,36 +77,6 @@ func requireRoot(t *testing.T) {
 	if fss, _ := os.ReadFile("/proc/filesystems"); !bytes.Contains(fss, []byte("\toverlay\n")) {
 		t.Skip("the kernel has no overlay filesystem, which keeps /usr/bin/envd.next inside the namespace")
 	}
-}
-
-// dialIn connects from inside the network namespace at nsPath: a socket
-// belongs to the namespace of the thread that creates it, so the goroutine
-// is locked to a thread that never leaves it (the thread exits with the
-// goroutine).
-func dialIn(ctx context.Context, nsPath, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			ch <- result{nil, fmt.Errorf("setns: %w", err)}
-			return
-		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", addr)
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
 }
 
 // sandboxOpts prepare a sandbox for a handover boot.
@@ -165,7 +135,7 @@ echo "envd exited: $?"
 	s.http = &http.Client{Transport: &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return dialIn(ctx, fmt.Sprintf("/proc/%d/ns/net", s.initPid()), addr)
+			return testkit.DialIn(fmt.Sprintf("/proc/%d/ns/net", s.initPid()), addr)
 		},
 	}}
 	if err := cmd.Start(); err != nil {

@@ -1,0 +1,5 @@
+//go:build !race
+
+package envdapi_test
+
+const raceEnabled = false

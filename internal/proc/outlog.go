@@ -1,0 +1,237 @@
+package proc
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// DefaultLogLimit is how much output envd keeps per process (all its streams
+// together); DefaultLogTotal bounds the logs of all processes.
+const (
+	DefaultLogLimit = 16 << 20
+	DefaultLogTotal = 64 << 20
+)
+
+// The log's own segments start small, so a process that prints a line holds
+// well under a KiB, and double up to chunkSize for busy ones. Eviction drops
+// whole segments.
+const minSegment = 512
+
+// outputLog keeps the output of one process, per stream, with the offset of
+// every byte counted from the first. A chunk filling most of a pooled buffer
+// is kept as it is (one more reference to the buffer, no copy); smaller ones
+// are copied into segments of the log's own. No kept byte is ever written again, so readers
+// get subslices without copying (holding a reference on pooled buffers).
+type outputLog struct {
+	limit int64
+	total *atomic.Int64 // the Manager's sum over all logs
+	cap   int64         // the Manager's bound on total
+
+	mu      sync.Mutex
+	streams [3]streamLog
+	mem     int64         // memory held, all streams: a pooled buffer counts whole
+	dropped uint64        // bytes evicted, all streams
+	changed chan struct{} // closed and replaced at each append
+}
+
+type streamLog struct {
+	start   uint64 // offset of the first kept byte
+	end     uint64 // bytes written
+	segs    []segment
+	dropped uint64
+}
+
+type segment struct {
+	data []byte
+	buf  *chunkBuf // the pooled buffer holding data; nil for the log's own
+}
+
+// keepsBuffer says whether the log keeps c's pooled buffer rather than a
+// copy: only when c fills at least half of it, so memory held stays within
+// twice the bytes kept while full-speed output is never copied.
+func keepsBuffer(c Chunk) bool { return c.buf != nil && len(c.Data) >= chunkSize/2 }
+
+func (s segment) cost() int64 {
+	if s.buf != nil {
+		return int64(cap(s.buf.b))
+	}
+	return int64(cap(s.data))
+}
+
+func newOutputLog(limit int64, total *atomic.Int64, cap int64) *outputLog {
+	return &outputLog{limit: limit, total: total, cap: cap, changed: make(chan struct{})}
+}
+
+// append adds c to the end of stream s; when keepsBuffer(c), c must already
+// count the log's reference. Then it evicts the oldest segments while the process is
+// over its limit or all logs are over theirs (the writer pays: a process
+// never evicts another's output).
+func (l *outputLog) append(s Stream, c Chunk) {
+	l.mu.Lock()
+	st := &l.streams[s]
+	st.end += uint64(len(c.Data))
+	if keepsBuffer(c) {
+		seg := segment{data: c.Data, buf: c.buf}
+		st.segs = append(st.segs, seg)
+		l.grow(seg.cost())
+	} else {
+		l.copyLocked(st, c.Data)
+	}
+	for l.mem > l.limit || (l.total.Load() > l.cap && l.mem > 0) {
+		l.evictLocked()
+	}
+	close(l.changed)
+	l.changed = make(chan struct{})
+	l.mu.Unlock()
+}
+
+func (l *outputLog) grow(n int64) {
+	l.mem += n
+	l.total.Add(n)
+}
+
+// copyLocked appends b to the stream's own tail segment, starting a new one,
+// twice the size of the last, when it is full.
+func (l *outputLog) copyLocked(st *streamLog, b []byte) {
+	for len(b) > 0 {
+		n := len(st.segs)
+		if n == 0 || st.segs[n-1].buf != nil || len(st.segs[n-1].data) == cap(st.segs[n-1].data) {
+			size := minSegment
+			if n > 0 && st.segs[n-1].buf == nil {
+				size = min(2*cap(st.segs[n-1].data), chunkSize)
+			}
+			size = max(size, min(len(b), chunkSize))
+			st.segs = append(st.segs, segment{data: make([]byte, 0, size)})
+			l.grow(int64(size))
+			n++
+		}
+		tail := st.segs[n-1].data
+		k := min(len(b), cap(tail)-len(tail))
+		st.segs[n-1].data = append(tail, b[:k]...)
+		b = b[k:]
+	}
+}
+
+// evictLocked drops the oldest segment of the stream holding the most.
+func (l *outputLog) evictLocked() {
+	var big *streamLog
+	var bigSize uint64
+	for i := range l.streams {
+		st := &l.streams[i]
+		if kept := st.end - st.start; len(st.segs) > 0 && kept >= bigSize {
+			big, bigSize = st, kept
+		}
+	}
+	if big == nil {
+		return
+	}
+	seg := big.segs[0]
+	big.segs[0] = segment{}
+	big.segs = big.segs[1:]
+	n := uint64(len(seg.data))
+	big.start += n
+	big.dropped += n
+	l.dropped += n
+	l.grow(-seg.cost())
+	if seg.buf != nil {
+		seg.buf.release()
+	}
+}
+
+// free releases everything, once the exit report expired.
+func (l *outputLog) free() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range l.streams {
+		st := &l.streams[i]
+		for _, seg := range st.segs {
+			if seg.buf != nil {
+				seg.buf.release()
+			}
+		}
+		st.segs = nil
+		st.start = st.end
+	}
+	l.grow(-l.mem)
+}
+
+// LogRead is one answer from the log: Dropped bytes before Offset are gone
+// (evicted), then Data follows from Offset. Changed is closed when more is
+// written. Release must be called once Data is no longer used.
+type LogRead struct {
+	Dropped uint64
+	Offset  uint64
+	Data    [][]byte
+	End     uint64 // bytes written so far
+	Changed <-chan struct{}
+	held    []*chunkBuf
+}
+
+// Release hands back the pooled buffers Data points into.
+func (r *LogRead) Release() {
+	for _, b := range r.held {
+		b.release()
+	}
+	r.held = nil
+}
+
+// read returns what the log holds of s from offset, up to maxBytes.
+func (l *outputLog) read(s Stream, offset uint64, maxBytes int) LogRead {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := &l.streams[s]
+	r := LogRead{Offset: offset, End: st.end, Changed: l.changed}
+	if offset < st.start {
+		r.Dropped, r.Offset = st.start-offset, st.start
+	}
+	pos := st.start
+	for _, seg := range st.segs {
+		if maxBytes <= 0 {
+			break
+		}
+		segEnd := pos + uint64(len(seg.data))
+		if segEnd > r.Offset {
+			from := int(max(r.Offset, pos) - pos)
+			part := seg.data[from:min(len(seg.data), from+maxBytes)]
+			r.Data = append(r.Data, part)
+			maxBytes -= len(part)
+			if seg.buf != nil {
+				// The log's own reference keeps the count above zero
+				// while it is held under l.mu.
+				seg.buf.refs.Add(1)
+				r.held = append(r.held, seg.buf)
+			}
+		}
+		pos = segEnd
+	}
+	return r
+}
+
+// counts returns the bytes written per stream and evicted in all.
+func (l *outputLog) counts() (written [3]uint64, dropped uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range l.streams {
+		written[i] = l.streams[i].end
+	}
+	return written, l.dropped
+}
+
+// ReadOutput returns what the log holds of stream s from offset, at most
+// maxBytes of it. An offset beyond what was written is out of range.
+func (p *Process) ReadOutput(s Stream, offset uint64, maxBytes int) (LogRead, error) {
+	if p.log == nil {
+		return LogRead{}, errorf(ErrPrecondition, "output log is disabled")
+	}
+	switch {
+	case p.isPTY && s != PTY:
+		return LogRead{}, errorf(ErrInvalid, "process %d has a pty: read its pty stream", p.pid)
+	case !p.isPTY && s == PTY:
+		return LogRead{}, errorf(ErrInvalid, "process %d has no pty: read stdout or stderr", p.pid)
+	}
+	r := p.log.read(s, offset, maxBytes)
+	if offset > r.End {
+		return LogRead{}, errorf(ErrOutOfRange, "offset %d is beyond the %d bytes written", offset, r.End)
+	}
+	return r, nil
+}
