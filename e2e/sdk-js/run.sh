@@ -75,11 +75,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Waits up to $2 tenths of a second for GET /health on $1.
+# Waits up to $2 tenths of a second for GET /health on $1. For an envd
+# started here, first for its own word that it listens: a free port picked
+# before envd binds it can be taken meanwhile by another developer's envd,
+# which would then answer in its place.
 wait_health() {
-  for _ in $(seq "$2"); do
+  local n=0
+  if [ -n "$envd_pid" ]; then
+    until grep -q 'msg="envd listening"' "$work/envd.log" 2>/dev/null; do
+      kill -0 "$envd_pid" 2>/dev/null || die "envd exited during startup: $(tail -n 5 "$work/envd.log")"
+      n=$((n + 1))
+      [ "$n" -lt "$2" ] || return 1
+      sleep 0.1
+    done
+  fi
+  for _ in $(seq "$n" "$2"); do
     curl -fsS -o /dev/null --max-time 5 "$1/health" 2>/dev/null && return 0
-    [ -z "$envd_pid" ] || kill -0 "$envd_pid" 2>/dev/null || die "envd exited during startup"
     sleep 0.1
   done
   curl -fsS -o /dev/null --max-time 5 "$1/health"
@@ -97,7 +108,13 @@ else
 
   # The sandbox user the SDK's defaults assume: home /home/user, bash, sudo.
   if ! id -u user >/dev/null 2>&1; then
-    useradd -m -s /bin/bash user
+    # Other tests on this machine create users too and hold /etc/passwd's
+    # lock meanwhile.
+    for try in $(seq 20); do
+      useradd -m -s /bin/bash user 2>"$work/useradd.err" && break
+      grep -q 'cannot lock' "$work/useradd.err" && [ "$try" -lt 20 ] || die "useradd: $(cat "$work/useradd.err")"
+      sleep 0.5
+    done
     created_user=1
     # A /home/user left by an earlier, interrupted run keeps its old owner.
     chown user:user /home/user
