@@ -2,10 +2,10 @@
 # Runs the SDK suite in ENVD_URL mode against an envd whose sandbox is not
 # this machine, without a VM: bin/envd runs as PID 1 of new mount and PID
 # namespaces where /home and /tmp are fresh tmpfs mounts and the user `user`
-# (home /home/user, passwordless sudo) exists only in private copies of
-# /etc/passwd, group, shadow and sudoers.d. Its port is reached directly (same
-# network namespace). A test that still looked at this machine (its files,
-# its users, its pids) instead of asking envd fails here.
+# (home /home/user, passwordless sudo) exists only in a private copy of
+# /etc. Its port is reached directly (same network namespace). A test that
+# still looked at this machine (its files, its users, its pids) instead of
+# asking envd fails here.
 #
 # Needs root (namespaces, mounts). Usage: e2e/sdk-js/isolated.sh [test files...]
 # Passes E2E_TIMEOUT_MS through to run.sh.
@@ -44,17 +44,15 @@ trap cleanup EXIT
 # sandbox's `user` owns can pass for one of this machine's users.
 id=20000
 while getent passwd "$id" >/dev/null || getent group "$id" >/dev/null; do id=$((id + 1)); done
-mkdir -p "$work/etc/sudoers.d"
-grep -v '^user:' /etc/passwd >"$work/etc/passwd"
-grep -v '^user:' /etc/group >"$work/etc/group"
-grep -v '^user:' /etc/shadow >"$work/etc/shadow"
+# A copy of all of /etc, bound over /etc as one directory: a bind mount on a
+# single file is dropped by the kernel as soon as this machine's useradd or
+# groupadd (other tests create users all the time) renames a new file over it.
+cp -a /etc "$work/etc"
+for f in passwd group shadow; do grep -v '^user:' "/etc/$f" >"$work/etc/$f" || true; done
 echo "user:x:$id:$id::/home/user:/bin/bash" >>"$work/etc/passwd"
 echo "user:x:$id:" >>"$work/etc/group"
 echo "user:!:20000:0:99999:7:::" >>"$work/etc/shadow"
-chmod 0644 "$work/etc/passwd" "$work/etc/group"
-chmod 0640 "$work/etc/shadow"
-[ -d /etc/sudoers.d ] && cp -a /etc/sudoers.d/. "$work/etc/sudoers.d/"
-rm -f "$work/etc/sudoers.d/envd-e2e-user"
+mkdir -p "$work/etc/sudoers.d"
 echo 'user ALL=(ALL:ALL) NOPASSWD: ALL' >"$work/etc/sudoers.d/envd-e2e-user"
 chmod 0440 "$work/etc/sudoers.d/envd-e2e-user"
 
@@ -65,8 +63,7 @@ port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", (
 # shellcheck disable=SC2016
 unshare --mount --pid --fork --mount-proc --propagation private --kill-child=SIGTERM \
   env WORK="$work" ENVD="$envd_bin" PORT="$port" UID_="$id" bash -euc '
-    for f in passwd group shadow; do mount --bind "$WORK/etc/$f" "/etc/$f"; done
-    mount --bind "$WORK/etc/sudoers.d" /etc/sudoers.d
+    mount --bind "$WORK/etc" /etc
     mount -t tmpfs -o mode=0755 e2e-home /home
     mount -t tmpfs -o mode=1777 e2e-tmp /tmp
     mkdir -m 0755 /home/user

@@ -96,10 +96,15 @@ class Shell {
     }
   }
 
+  // EOF ends the shell; one stuck in a command is killed, since its open
+  // stream would keep the test file's process from ever exiting.
   async close() {
     if (this.ended) return
     await this.sbx.commands.closeStdin(this.handle.pid).catch(() => {})
-    await this.handle.wait().catch(() => {})
+    const exited = this.handle.wait().then(() => true, () => true)
+    const late = new Promise((resolve) => { const t = setTimeout(resolve, scaled(10_000), false); t.unref() })
+    if (!(await Promise.race([exited, late]))) await this.handle.kill().catch(() => {})
+    await exited
   }
 }
 
