@@ -44,6 +44,10 @@ node -e '
 # tput, python3, pgrep), since the sandbox is this machine.
 "$root/scripts/install-deps" >/dev/null
 
+# Every run from this directory shares node_modules, which npm ci replaces
+# while another run may be loading the SDK from it: one run at a time here.
+exec 9>"/tmp/envd-e2e-sdk-js.$(printf %s "$here" | sha256sum | cut -c1-12).lock"
+flock 9
 echo "--- npm ci (e2b $(node -p 'require("./package.json").dependencies.e2b'))"
 npm ci --no-audit --no-fund --loglevel=error
 
@@ -130,7 +134,8 @@ else
   umask 022
   port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close() })')
   url="http://127.0.0.1:$port"
-  "$envd_bin" --isnotfc --port "$port" >"$work/envd.log" 2>&1 &
+  # 9>&-: neither envd nor what it starts may hold this directory's lock.
+  "$envd_bin" --isnotfc --port "$port" >"$work/envd.log" 2>&1 9>&- &
   envd_pid=$!
   wait_health "$url" 100 || die "envd did not answer GET /health on $url within 10 s"
   echo "--- envd $("$envd_bin" --version) on $url (log: $work/envd.log)"
