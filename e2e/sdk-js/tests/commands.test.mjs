@@ -1,23 +1,25 @@
 // Process service through sandbox.commands (issue 2, spec §8, §16.4).
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import fs from 'node:fs'
 import path from 'node:path'
 import { AuthenticationError, CommandExitError, NotFoundError, TimeoutError, InvalidArgumentError } from 'e2b'
-import { sandbox, scratchDir, alive, eventually, HOME } from './lib.mjs'
+import { sandbox, Probe, eventually, scaled, q, HOME } from './lib.mjs'
 
 let sbx
+let probe // sees the sandbox's files and processes through envd
 let scratch
 const started = [] // pids to kill if a test fails midway
 
 before(async () => {
   sbx = await sandbox()
-  scratch = scratchDir('cmd')
+  probe = new Probe(sbx)
+  scratch = await probe.scratchDir('cmd')
 })
 
 after(async () => {
   for (const pid of started) await sbx.commands.kill(pid).catch(() => {})
-  scratch.cleanup()
+  await scratch?.cleanup()
+  await probe?.close()
 })
 
 async function background(cmd, opts = {}) {
@@ -113,14 +115,15 @@ test('cwd: default workdir, explicit, relative to home, and missing', async () =
 })
 
 test('user: default user is `user`, root on request, with real uid and groups', async () => {
+  const homeUID = (await probe.stat(HOME)).uid
   let r = await sbx.commands.run('whoami; id -u; echo "$HOME"')
-  assert.equal(r.stdout, `user\n${fs.statSync(HOME).uid}\n${HOME}\n`)
+  assert.equal(r.stdout, `user\n${homeUID}\n${HOME}\n`)
   r = await sbx.commands.run('whoami; id -u; echo "$HOME"', { user: 'root' })
   assert.equal(r.stdout, 'root\n0\n/root\n')
   // The default user's files are created as that user.
   const f = path.join(scratch.dir, 'made-by-user')
   await sbx.commands.run(`touch ${f}`)
-  assert.equal(fs.statSync(f).uid, fs.statSync(HOME).uid)
+  assert.equal((await probe.stat(f)).uid, homeUID)
   // Passwordless sudo works for `user` (the SDK's templates rely on it).
   r = await sbx.commands.run('sudo -n whoami')
   assert.equal(r.stdout, 'root\n')
@@ -134,7 +137,7 @@ test('an unknown user is refused as unauthenticated', async () => {
   })
   await assert.rejects(sbx.files.read('/etc/hostname', { user: 'no-such-user-e2e' }), AuthenticationError)
   await assert.rejects(sbx.files.write(path.join(scratch.dir, 'ghost.txt'), 'x', { user: 'no-such-user-e2e' }), AuthenticationError)
-  assert.equal(fs.existsSync(path.join(scratch.dir, 'ghost.txt')), false)
+  assert.equal(await probe.exists(path.join(scratch.dir, 'ghost.txt')), false)
 })
 
 test('stdin defaults to /dev/null, so cat ends at once', async () => {
@@ -149,7 +152,7 @@ test('stdin: send, send empty, close → cat exits 0 with what it was sent', asy
   await h.sendStdin('') // an empty payload is accepted
   await h.sendStdin(new TextEncoder().encode('world\n'))
   assert.ok(await eventually(() => out === 'hello world\n'), `stdout so far: ${JSON.stringify(out)}`)
-  assert.ok(alive(h.pid), 'cat keeps running while stdin is open')
+  assert.ok(await probe.alive(h.pid), 'cat keeps running while stdin is open')
   await sbx.commands.closeStdin(h.pid)
   const r = await h.wait()
   assert.equal(r.exitCode, 0)
@@ -158,7 +161,7 @@ test('stdin: send, send empty, close → cat exits 0 with what it was sent', asy
 
 test('kill: true for a running process, the process is reaped, false afterwards', async () => {
   const h = await background('sleep 300')
-  assert.ok(alive(h.pid))
+  assert.ok(await probe.alive(h.pid))
   assert.equal(await sbx.commands.kill(h.pid), true)
   await assert.rejects(h.wait(), (e) => {
     assert.ok(e instanceof CommandExitError, `got ${e}`)
@@ -168,7 +171,7 @@ test('kill: true for a running process, the process is reaped, false afterwards'
   })
   // Reaped, not a zombie: `kill -0` from inside the sandbox fails.
   await assert.rejects(sbx.commands.run(`kill -0 ${h.pid}`, { user: 'root' }), CommandExitError)
-  assert.equal(alive(h.pid), false)
+  assert.equal(await probe.alive(h.pid), false)
   assert.equal(await sbx.commands.kill(h.pid), false, 'killing an exited process reports not found')
   assert.equal(await sbx.commands.kill(999999), false)
 })
@@ -178,10 +181,10 @@ test('kill reaches the whole process group: a background child dies too', async 
   const h = await background('sleep 301 & echo "child=$!"; wait', { onStdout: (d) => { out += d } })
   assert.ok(await eventually(() => /child=\d+\n/.test(out)), `stdout: ${out}`)
   const child = Number(out.match(/child=(\d+)/)[1])
-  assert.ok(alive(child))
+  assert.ok(await probe.alive(child))
   assert.equal(await h.kill(), true)
   await assert.rejects(h.wait(), CommandExitError)
-  assert.ok(await eventually(() => !alive(child)), `child ${child} survived the kill`)
+  assert.ok(await eventually(async () => !(await probe.alive(child))), `child ${child} survived the kill`)
 })
 
 test('list: running commands with pid, cmd, args, envs and cwd', async () => {
@@ -211,7 +214,7 @@ test('connect to a running process by pid: output after connecting, exit code', 
   let out = ''
   const c = await sbx.commands.connect(h.pid, { onStdout: (d) => { out += d } })
   assert.equal(c.pid, h.pid)
-  fs.writeFileSync(gate, '')
+  await probe.sh(`: > ${q(gate)}`)
   await assert.rejects(c.wait(), (e) => {
     assert.ok(e instanceof CommandExitError, `got ${e}`)
     assert.equal(e.exitCode, 7)
@@ -225,7 +228,7 @@ test('connect: two streams on one process both get all output', async () => {
   const gate = path.join(scratch.dir, 'fanout-gate')
   const h = await background(`while [ ! -e ${gate} ]; do sleep 0.05; done; seq 1 5000`)
   const c = await sbx.commands.connect(h.pid)
-  fs.writeFileSync(gate, '')
+  await probe.sh(`: > ${q(gate)}`)
   const [r1, r2] = await Promise.all([h.wait(), c.wait()])
   const want = Array.from({ length: 5000 }, (_, i) => `${i + 1}\n`).join('')
   assert.equal(r1.stdout, want)
@@ -236,7 +239,7 @@ test('a client that disconnects from a chatty process never blocks it', async ()
   // ~64 MiB of output with nobody reading once the SDK has disconnected.
   const h = await background('yes e2e-chatty-output | head -c 67108864')
   await h.disconnect()
-  assert.ok(await eventually(() => !alive(h.pid), 60_000), `pid ${h.pid} is stuck after its client went away`)
+  assert.ok(await eventually(async () => !(await probe.alive(h.pid)), 60_000), `pid ${h.pid} is stuck after its client went away`)
   const r = await sbx.commands.run('echo alive')
   assert.equal(r.stdout, 'alive\n')
 })
@@ -244,7 +247,7 @@ test('a client that disconnects from a chatty process never blocks it', async ()
 test('connect just after exit still gets the result (30 s retention)', async () => {
   const h = await background('echo gone; exit 4')
   await h.disconnect()
-  assert.ok(await eventually(() => !alive(h.pid)), `pid ${h.pid} did not exit`)
+  assert.ok(await eventually(async () => !(await probe.alive(h.pid))), `pid ${h.pid} did not exit`)
   const c = await sbx.commands.connect(h.pid)
   await assert.rejects(c.wait(), (e) => {
     assert.ok(e instanceof CommandExitError, `got ${e}`)
@@ -267,15 +270,15 @@ test('timeout: a command outliving timeoutMs rejects with TimeoutError and is ki
   })
   const h = await background('sleep 31', { timeoutMs: 1000 })
   await assert.rejects(h.wait(), TimeoutError)
-  assert.ok(await eventually(() => !alive(h.pid)), `pid ${h.pid} still alive after its timeout`)
+  assert.ok(await eventually(async () => !(await probe.alive(h.pid))), `pid ${h.pid} still alive after its timeout`)
   // Dead first (SIGKILL), then reaped and unlisted.
   const unlisted = await eventually(async () => !(await sbx.commands.list()).some((p) => p.pid === h.pid))
   assert.ok(unlisted, `pid ${h.pid} still listed after its timeout`)
-  assert.equal(fs.existsSync(`/proc/${h.pid}`), false, 'reaped, not a zombie')
+  assert.equal(await probe.exists(`/proc/${h.pid}`), false, 'reaped, not a zombie')
 })
 
 test('a command finishing within timeoutMs is unaffected', async () => {
-  const r = await sbx.commands.run('sleep 0.2; echo ok', { timeoutMs: 20_000 })
+  const r = await sbx.commands.run('sleep 0.2; echo ok', { timeoutMs: scaled(20_000) })
   assert.equal(r.stdout, 'ok\n')
 })
 

@@ -1,30 +1,41 @@
 // GET/POST /files through sandbox.files.read/write (issue 4, spec §7.6, §7.7, §16.6-7).
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import fs from 'node:fs'
 import http from 'node:http'
 import path from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import { FileNotFoundError, InvalidArgumentError, FileType } from 'e2b'
-import { sandbox, scratchDir, userFile, userDir, USER, HOME, randomBuffer, e2bXattrs } from './lib.mjs'
+import { sandbox, Probe, HOME, randomBuffer, sha256, q as quote } from './lib.mjs'
 
 let sbx
+let probe // sees the sandbox's files through envd
 let scratch
 let D
 
 before(async () => {
   sbx = await sandbox()
-  scratch = scratchDir('http')
+  probe = new Probe(sbx)
+  scratch = await probe.scratchDir('http')
   D = scratch.dir
 })
 
-after(() => scratch.cleanup())
+after(async () => {
+  await scratch?.cleanup()
+  await probe?.close()
+})
 
-function assertUserFile(p, mode = 0o644) {
-  const st = fs.statSync(p)
-  assert.equal(st.uid, USER.uid, `${p} owner`)
-  assert.equal(st.gid, USER.gid, `${p} group`)
-  assert.equal(st.mode & 0o777, mode, `${p} mode`)
+async function assertUserFile(p, mode = 0o644) {
+  const st = await probe.stat(p)
+  assert.ok(st, `${p} exists`)
+  const user = await probe.user()
+  assert.equal(st.uid, user.uid, `${p} owner`)
+  assert.equal(st.gid, user.gid, `${p} group`)
+  assert.equal(st.perm, mode, `${p} mode`)
+}
+
+// The file in the sandbox holds exactly these bytes.
+async function assertBytes(p, bytes) {
+  assert.equal(await probe.sha256(p), sha256(bytes), `${p} content`)
 }
 
 function streamOf(bytes, chunk = 64 * 1024) {
@@ -49,9 +60,9 @@ test('write text and read it back as text, bytes, blob and stream', async () => 
   const content = 'Hello, envd! ünïcödé ✓\nsecond line\n'
   const info = await sbx.files.write(p, content)
   assert.deepEqual({ ...info }, { path: p, name: 'hello.txt', type: FileType.FILE, metadata: undefined })
-  assert.equal(fs.readFileSync(p, 'utf8'), content)
-  assertUserFile(p)
-  assertUserFile(path.dirname(p), 0o755) // the missing parent was created for `user`
+  assert.equal(await probe.readText(p), content)
+  await assertUserFile(p)
+  await assertUserFile(path.dirname(p), 0o755) // the missing parent was created for `user`
 
   assert.equal(await sbx.files.read(p), content)
   assert.deepEqual(Buffer.from(await sbx.files.read(p, { format: 'bytes' })), Buffer.from(content))
@@ -65,12 +76,12 @@ test('binary data: ArrayBuffer, Uint8Array view, Blob — all bytes intact', asy
   const bytes = randomBuffer(3 * 1024 * 1024 + 17)
   const a = path.join(D, 'bin', 'a.bin')
   await sbx.files.write(a, bytes.buffer)
-  assert.ok(fs.readFileSync(a).equals(Buffer.from(bytes)))
+  await assertBytes(a, bytes)
   assert.ok(Buffer.from(await sbx.files.read(a, { format: 'bytes' })).equals(Buffer.from(bytes)))
 
   const b = path.join(D, 'bin', 'b.bin')
   await sbx.files.write(b, new Blob([bytes]))
-  assert.ok(fs.readFileSync(b).equals(Buffer.from(bytes)))
+  await assertBytes(b, bytes)
   const blob = await sbx.files.read(b, { format: 'blob' })
   assert.ok(Buffer.from(await blob.arrayBuffer()).equals(Buffer.from(bytes)))
 })
@@ -80,8 +91,8 @@ test('stream upload (octet-stream) and stream download of 16 MiB', async () => {
   const p = path.join(D, 'stream', 'big.bin')
   const info = await sbx.files.write(p, streamOf(bytes))
   assert.equal(info.path, p)
-  assert.ok(fs.readFileSync(p).equals(Buffer.from(bytes)))
-  assertUserFile(p)
+  await assertBytes(p, bytes)
+  await assertUserFile(p)
   const got = await collect(await sbx.files.read(p, { format: 'stream' }))
   assert.ok(got.equals(Buffer.from(bytes)))
 })
@@ -89,24 +100,24 @@ test('stream upload (octet-stream) and stream download of 16 MiB', async () => {
 test('useOctetStream upload of text and bytes', async () => {
   const p = path.join(D, 'octet', 'o.txt')
   await sbx.files.write(p, 'octet body', { useOctetStream: true })
-  assert.equal(fs.readFileSync(p, 'utf8'), 'octet body')
-  assertUserFile(p)
+  assert.equal(await probe.readText(p), 'octet body')
+  await assertUserFile(p)
   const bytes = randomBuffer(100_000)
   await sbx.files.write(p, bytes.buffer, { useOctetStream: true })
-  assert.ok(fs.readFileSync(p).equals(Buffer.from(bytes)))
+  await assertBytes(p, bytes)
 })
 
 test('gzip upload (Content-Encoding: gzip) and gzip download', async () => {
   const text = 'compressible line\n'.repeat(50_000)
   const p = path.join(D, 'gz', 'g.txt')
   await sbx.files.write(p, text, { gzip: true })
-  assert.equal(fs.readFileSync(p, 'utf8'), text, 'stored decompressed')
+  await assertBytes(p, Buffer.from(text)) // stored decompressed
   assert.equal(await sbx.files.read(p, { gzip: true }), text)
 
   const bytes = randomBuffer(1024 * 1024)
   const q = path.join(D, 'gz', 'stream.bin')
   await sbx.files.write(q, streamOf(bytes), { gzip: true })
-  assert.ok(fs.readFileSync(q).equals(Buffer.from(bytes)))
+  await assertBytes(q, bytes)
   const got = await collect(await sbx.files.read(q, { format: 'stream', gzip: true }))
   assert.ok(got.equals(Buffer.from(bytes)))
 })
@@ -116,7 +127,7 @@ test('a gzip download is really gzip-encoded on the wire', async () => {
   // node:http the way the SDK asks for it (Accept-Encoding: gzip).
   const text = 'wire '.repeat(100_000)
   const p = path.join(D, 'gz', 'wire.txt')
-  userFile(p, text)
+  await probe.userFile(p, text)
   const url = new URL('/files', process.env.E2B_SANDBOX_URL)
   url.searchParams.set('path', p)
   const { headers, body } = await new Promise((resolve, reject) => {
@@ -147,10 +158,10 @@ test('writeFiles: many files in one request, nested paths, results in order', as
   })
   for (const f of files) {
     const want = typeof f.data === 'string' ? Buffer.from(f.data) : Buffer.from(f.data)
-    assert.ok(fs.readFileSync(f.path).equals(want), f.path)
-    assertUserFile(f.path)
+    await assertBytes(f.path, want)
+    await assertUserFile(f.path)
   }
-  assertUserFile(path.join(D, 'many', 'd3', 'sub1'), 0o755)
+  await assertUserFile(path.join(D, 'many', 'd3', 'sub1'), 0o755)
   assert.deepEqual(await sbx.files.writeFiles([]), [])
 })
 
@@ -158,38 +169,38 @@ test('writeFiles with useOctetStream and gzip: one request per file', async () =
   const files = Array.from({ length: 10 }, (_, i) => ({ path: path.join(D, 'many-octet', `f${i}.txt`), data: `octet ${i}` }))
   const infos = await sbx.files.writeFiles(files, { useOctetStream: true, gzip: true })
   assert.deepEqual(infos.map((x) => x.path), files.map((f) => f.path))
-  for (const f of files) assert.equal(fs.readFileSync(f.path, 'utf8'), f.data)
+  for (const f of files) assert.equal(await probe.readText(f.path), f.data)
 })
 
 test('overwrite replaces content and keeps the existing mode and owner', async () => {
   const p = path.join(D, 'over', 'x.sh')
-  userFile(p, 'old old old old')
-  fs.chmodSync(p, 0o750)
+  await probe.userFile(p, 'old old old old')
+  await probe.sh(`chmod 0750 -- ${quote(p)}`, { user: 'user' })
   await sbx.files.write(p, 'new')
-  assert.equal(fs.readFileSync(p, 'utf8'), 'new')
-  assertUserFile(p, 0o750)
+  assert.equal(await probe.readText(p), 'new')
+  await assertUserFile(p, 0o750)
   // Root writing over user's file does not steal it.
   await sbx.files.write(p, 'newer', { user: 'root' })
-  assert.equal(fs.readFileSync(p, 'utf8'), 'newer')
-  assertUserFile(p, 0o750)
+  assert.equal(await probe.readText(p), 'newer')
+  await assertUserFile(p, 0o750)
   // No temporary file is left next to the target.
-  assert.deepEqual(fs.readdirSync(path.dirname(p)), ['x.sh'])
+  assert.deepEqual(await probe.readdir(path.dirname(p)), ['x.sh'])
 })
 
 test('concurrent uploads to one path leave exactly one complete version', async () => {
   const p = path.join(D, 'race', 'r.bin')
   const versions = Array.from({ length: 8 }, () => randomBuffer(512 * 1024))
   await Promise.all(versions.map((v, i) => sbx.files.write(p, i % 2 ? v.buffer : streamOf(v))))
-  const got = fs.readFileSync(p)
-  assert.ok(versions.some((v) => got.equals(Buffer.from(v))), 'the file is a mix of uploads or truncated')
-  assert.deepEqual(fs.readdirSync(path.dirname(p)), ['r.bin'], 'no temporary files left')
-  assertUserFile(p)
+  const got = await probe.sha256(p)
+  assert.ok(versions.some((v) => got === sha256(v)), 'the file is a mix of uploads or truncated')
+  assert.deepEqual(await probe.readdir(path.dirname(p)), ['r.bin'], 'no temporary files left')
+  await assertUserFile(p)
 })
 
 test('empty files, relative paths, and root-owned uploads', async () => {
   const empty = path.join(D, 'misc', 'empty.txt')
   await sbx.files.write(empty, '')
-  assert.equal(fs.statSync(empty).size, 0)
+  assert.equal((await probe.stat(empty)).size, 0)
   assert.equal(await sbx.files.read(empty), '')
   assert.equal((await sbx.files.read(empty, { format: 'bytes' })).length, 0)
   assert.equal((await sbx.files.read(empty, { format: 'blob' })).size, 0)
@@ -207,27 +218,27 @@ test('empty files, relative paths, and root-owned uploads', async () => {
 
   const r = path.join(D, 'misc', 'root.txt')
   await sbx.files.write(r, 'root', { user: 'root' })
-  assert.equal(fs.statSync(r).uid, 0)
+  assert.equal((await probe.stat(r)).uid, 0)
   assert.equal(await sbx.files.read(r, { user: 'root' }), 'root')
 })
 
 test('read errors: missing file is FileNotFoundError, a directory is InvalidArgumentError', async () => {
   await assert.rejects(sbx.files.read(path.join(D, 'no-such-file')), FileNotFoundError)
-  userDir(path.join(D, 'adir'))
+  await probe.userDir(path.join(D, 'adir'))
   await assert.rejects(sbx.files.read(path.join(D, 'adir')), InvalidArgumentError)
   await assert.rejects(sbx.files.write(path.join(D, 'adir'), 'x'), InvalidArgumentError)
-  assert.ok(fs.statSync(path.join(D, 'adir')).isDirectory())
+  assert.ok((await probe.stat(path.join(D, 'adir'))).isDir)
 })
 
 test('metadata round trip: upload response, getInfo, list, rename, xattrs on disk, overwrite clears', async () => {
   const p = path.join(D, 'meta', 'm.txt')
   const info = await sbx.files.write(p, 'with metadata', { metadata: { Purpose: 'e2e test', 'build-id': '42' } })
   assert.deepEqual(info.metadata, { purpose: 'e2e test', 'build-id': '42' })
-  assert.deepEqual(e2bXattrs(p), { purpose: 'e2e test', 'build-id': '42' })
+  assert.deepEqual(await probe.xattrs(p), { purpose: 'e2e test', 'build-id': '42' })
 
   const st = await sbx.files.getInfo(p)
   assert.deepEqual(st.metadata, { purpose: 'e2e test', 'build-id': '42' })
-  userFile(path.join(D, 'meta', 'plain.txt'), 'no metadata')
+  await probe.userFile(path.join(D, 'meta', 'plain.txt'), 'no metadata')
   const listed = await sbx.files.list(path.join(D, 'meta'))
   assert.deepEqual(listed.map((e) => [e.name, e.metadata]), [
     ['m.txt', { purpose: 'e2e test', 'build-id': '42' }],
@@ -247,10 +258,10 @@ test('metadata round trip: upload response, getInfo, list, rename, xattrs on dis
   const again = await sbx.files.write(path.join(D, 'meta', 'moved.txt'), 'rewritten')
   assert.equal(again.metadata, undefined)
   assert.equal((await sbx.files.getInfo(path.join(D, 'meta', 'moved.txt'))).metadata, undefined)
-  assert.deepEqual(e2bXattrs(path.join(D, 'meta', 'moved.txt')), {})
+  assert.deepEqual(await probe.xattrs(path.join(D, 'meta', 'moved.txt')), {})
 
   // Passes the SDK's own checks but exceeds §7.7's 246-byte key limit: envd refuses it and writes nothing.
   const bad = path.join(D, 'meta', 'bad')
   await assert.rejects(sbx.files.write(bad, 'x', { metadata: { ['k'.repeat(247)]: 'v' } }), InvalidArgumentError)
-  assert.equal(fs.existsSync(bad), false)
+  assert.equal(await probe.exists(bad), false)
 })

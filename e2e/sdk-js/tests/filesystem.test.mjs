@@ -1,31 +1,39 @@
 // Filesystem service through sandbox.files (issue 3, spec §9, §16.5). Fixtures
-// are made with node's fs as `user` would have them; outcomes are checked on disk.
+// are made by commands in the sandbox as `user` would have them, independently
+// of the filesystem service; outcomes are checked there with stat and base64.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import fs from 'node:fs'
 import path from 'node:path'
 import { FileNotFoundError, InvalidArgumentError, FileType } from 'e2b'
-import { sandbox, scratchDir, userFile, userDir, USER, HOME } from './lib.mjs'
+import { sandbox, Probe, q, HOME } from './lib.mjs'
 
 let sbx
+let probe // makes fixtures and sees the sandbox's files through envd
 let scratch
 let D
 
 before(async () => {
   sbx = await sandbox()
-  scratch = scratchDir('fs')
+  probe = new Probe(sbx)
+  scratch = await probe.scratchDir('fs')
   D = scratch.dir
 })
 
-after(() => scratch.cleanup())
+after(async () => {
+  await scratch?.cleanup()
+  await probe?.close()
+})
+
+const userFile = (p, content) => probe.userFile(p, content)
+const userDir = (p) => probe.userDir(p)
 
 test('list: depth 1 and depth 2, in lexical depth-first order with full paths', async () => {
   const base = path.join(D, 'tree')
-  userFile(path.join(base, 'file1.txt'), 'one')
-  userDir(path.join(base, 'subdir1', 'subdir1_1'))
-  userDir(path.join(base, 'subdir1', 'subdir1_2'))
-  userFile(path.join(base, 'subdir1', 'subdir1_1', 'deep.txt'), 'deep')
-  userFile(path.join(base, 'subdir2', 'file2.txt'), 'two')
+  await userFile(path.join(base, 'file1.txt'), 'one')
+  await userDir(path.join(base, 'subdir1', 'subdir1_1'))
+  await userDir(path.join(base, 'subdir1', 'subdir1_2'))
+  await userFile(path.join(base, 'subdir1', 'subdir1_1', 'deep.txt'), 'deep')
+  await userFile(path.join(base, 'subdir2', 'file2.txt'), 'two')
 
   const one = await sbx.files.list(base)
   assert.deepEqual(one.map((e) => e.name), ['file1.txt', 'subdir1', 'subdir2'])
@@ -49,8 +57,8 @@ test('list: depth 1 and depth 2, in lexical depth-first order with full paths', 
 
 test('getInfo: file, directory, symlink and missing path', async () => {
   const file = path.join(D, 'info', 'a.txt')
-  userFile(file, 'hello info')
-  const st = fs.statSync(file)
+  await userFile(file, 'hello info')
+  const st = await probe.stat(file)
 
   const fi = await sbx.files.getInfo(file)
   assert.equal(fi.name, 'a.txt')
@@ -73,8 +81,7 @@ test('getInfo: file, directory, symlink and missing path', async () => {
   assert.equal(di.owner, 'user')
 
   const link = path.join(D, 'info', 'link')
-  fs.symlinkSync('a.txt', link)
-  fs.lchownSync(link, USER.uid, USER.gid)
+  await probe.sh(`ln -s a.txt ${q(link)}`, { user: 'user' })
   const li = await sbx.files.getInfo(link)
   assert.equal(li.name, 'link')
   assert.equal(li.path, link)
@@ -90,7 +97,7 @@ test('getInfo: file, directory, symlink and missing path', async () => {
 
 test('getInfo and list resolve relative and ~ paths against the home directory', async () => {
   const rel = path.relative(HOME, D)
-  userFile(path.join(D, 'rel', 'r.txt'), 'r')
+  await userFile(path.join(D, 'rel', 'r.txt'), 'r')
   const a = await sbx.files.getInfo(`${rel}/rel/r.txt`)
   assert.equal(a.path, path.join(D, 'rel', 'r.txt'))
   const b = await sbx.files.getInfo(`~/${rel}/rel/r.txt`)
@@ -102,7 +109,7 @@ test('getInfo and list resolve relative and ~ paths against the home directory',
 })
 
 test('exists: file, directory, missing', async () => {
-  userFile(path.join(D, 'ex', 'f'), 'x')
+  await userFile(path.join(D, 'ex', 'f'), 'x')
   assert.equal(await sbx.files.exists(path.join(D, 'ex', 'f')), true)
   assert.equal(await sbx.files.exists(path.join(D, 'ex')), true)
   assert.equal(await sbx.files.exists(path.join(D, 'ex', 'missing')), false)
@@ -112,61 +119,62 @@ test('exists: file, directory, missing', async () => {
 test('makeDir: nested dirs owned by the acting user, false when it exists, error on a file', async () => {
   const nested = path.join(D, 'mk', 'a', 'b', 'c')
   assert.equal(await sbx.files.makeDir(nested), true)
+  const user = await probe.user()
   for (const p of [path.join(D, 'mk'), path.join(D, 'mk', 'a'), nested]) {
-    const st = fs.statSync(p)
-    assert.ok(st.isDirectory())
-    assert.equal(st.uid, USER.uid, `${p} owner`)
-    assert.equal(st.gid, USER.gid, `${p} group`)
-    assert.equal(st.mode & 0o777, 0o755)
+    const st = await probe.stat(p)
+    assert.ok(st?.isDir, `${p} is a directory`)
+    assert.equal(st.uid, user.uid, `${p} owner`)
+    assert.equal(st.gid, user.gid, `${p} group`)
+    assert.equal(st.perm, 0o755)
   }
   assert.equal(await sbx.files.makeDir(nested), false)
   const asRoot = path.join(D, 'mk', 'root-made')
   assert.equal(await sbx.files.makeDir(asRoot, { user: 'root' }), true)
-  assert.equal(fs.statSync(asRoot).uid, 0)
-  userFile(path.join(D, 'mk', 'plain'), 'x')
+  assert.equal((await probe.stat(asRoot)).uid, 0)
+  await userFile(path.join(D, 'mk', 'plain'), 'x')
   await assert.rejects(sbx.files.makeDir(path.join(D, 'mk', 'plain')), InvalidArgumentError)
 })
 
 test('rename: file and directory, content intact, parents created, missing source', async () => {
   const src = path.join(D, 'mv', 'src.txt')
-  userFile(src, 'moving content')
+  await userFile(src, 'moving content')
   const dst = path.join(D, 'mv', 'new', 'parent', 'dst.txt')
   const info = await sbx.files.rename(src, dst)
   assert.equal(info.path, dst)
   assert.equal(info.name, 'dst.txt')
   assert.equal(info.type, FileType.FILE)
-  assert.equal(fs.existsSync(src), false)
-  assert.equal(fs.readFileSync(dst, 'utf8'), 'moving content')
-  assert.equal(fs.statSync(path.join(D, 'mv', 'new')).uid, USER.uid)
+  assert.equal(await probe.exists(src), false)
+  assert.equal(await probe.readText(dst), 'moving content')
+  assert.equal((await probe.stat(path.join(D, 'mv', 'new'))).uid, (await probe.user()).uid)
 
   const dir = path.join(D, 'mv', 'dir')
-  userFile(path.join(dir, 'inner.txt'), 'inner')
+  await userFile(path.join(dir, 'inner.txt'), 'inner')
   const moved = await sbx.files.rename(dir, path.join(D, 'mv', 'dir2'))
   assert.equal(moved.type, FileType.DIR)
-  assert.equal(fs.readFileSync(path.join(D, 'mv', 'dir2', 'inner.txt'), 'utf8'), 'inner')
-  assert.equal(fs.existsSync(dir), false)
+  assert.equal(await probe.readText(path.join(D, 'mv', 'dir2', 'inner.txt')), 'inner')
+  assert.equal(await probe.exists(dir), false)
 
   // Overwrites an existing destination file.
-  userFile(path.join(D, 'mv', 'x'), 'x-content')
-  userFile(path.join(D, 'mv', 'y'), 'y-content')
+  await userFile(path.join(D, 'mv', 'x'), 'x-content')
+  await userFile(path.join(D, 'mv', 'y'), 'y-content')
   await sbx.files.rename(path.join(D, 'mv', 'x'), path.join(D, 'mv', 'y'))
-  assert.equal(fs.readFileSync(path.join(D, 'mv', 'y'), 'utf8'), 'x-content')
+  assert.equal(await probe.readText(path.join(D, 'mv', 'y')), 'x-content')
 
   await assert.rejects(sbx.files.rename(path.join(D, 'mv', 'gone'), path.join(D, 'mv', 'z')), FileNotFoundError)
 })
 
 test('remove: file, directory tree, missing path is fine, empty path refused', async () => {
-  userFile(path.join(D, 'rm', 'f.txt'), 'f')
-  userFile(path.join(D, 'rm', 'tree', 'a', 'b.txt'), 'b')
+  await userFile(path.join(D, 'rm', 'f.txt'), 'f')
+  await userFile(path.join(D, 'rm', 'tree', 'a', 'b.txt'), 'b')
   await sbx.files.remove(path.join(D, 'rm', 'f.txt'))
-  assert.equal(fs.existsSync(path.join(D, 'rm', 'f.txt')), false)
+  assert.equal(await probe.exists(path.join(D, 'rm', 'f.txt')), false)
   await sbx.files.remove(path.join(D, 'rm', 'tree'))
-  assert.equal(fs.existsSync(path.join(D, 'rm', 'tree')), false)
+  assert.equal(await probe.exists(path.join(D, 'rm', 'tree')), false)
   await sbx.files.remove(path.join(D, 'rm', 'never-existed'))
   // Both existing envds delete the whole default workdir here (issue 3).
   await assert.rejects(sbx.files.remove(''), InvalidArgumentError)
-  assert.ok(fs.existsSync(D), 'the default workdir survived Remove("")')
-  assert.ok(fs.existsSync(path.join(D, 'rm')))
+  assert.ok(await probe.exists(D), 'the default workdir survived Remove("")')
+  assert.ok(await probe.exists(path.join(D, 'rm')))
 })
 
 test('bad paths are clear errors and the daemon stays healthy', async () => {
@@ -175,7 +183,7 @@ test('bad paths are clear errors and the daemon stays healthy', async () => {
   await assert.rejects(sbx.files.rename('', path.join(D, 'z')), InvalidArgumentError)
   await assert.rejects(sbx.files.rename(path.join(D, 'z'), ''), InvalidArgumentError)
   await assert.rejects(sbx.files.getInfo('~root/x'), InvalidArgumentError)
-  userFile(path.join(D, 'bad', 'file'), 'x')
+  await userFile(path.join(D, 'bad', 'file'), 'x')
   await assert.rejects(sbx.files.makeDir(path.join(D, 'bad', 'file', 'sub')), (e) => {
     assert.ok(e instanceof InvalidArgumentError || e.message.includes('failed_precondition'), `got ${e}`)
     return true

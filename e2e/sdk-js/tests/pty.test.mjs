@@ -2,17 +2,20 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { CommandExitError, SandboxError } from 'e2b'
-import { sandbox, alive, eventually, HOME } from './lib.mjs'
+import { sandbox, Probe, eventually, scaled, HOME } from './lib.mjs'
 
 let sbx
+let probe // sees the sandbox's processes through envd
 const started = []
 
 before(async () => {
   sbx = await sandbox()
+  probe = new Probe(sbx)
 })
 
 after(async () => {
   for (const pid of started) await sbx.pty.kill(pid).catch(() => {})
+  await probe?.close()
 })
 
 // A PTY whose output is collected as text; `until(re)` waits for a match in
@@ -20,7 +23,7 @@ after(async () => {
 async function terminal(opts = {}) {
   const term = { text: '' }
   const decoder = new TextDecoder()
-  const h = await sbx.pty.create({ cols: 80, rows: 24, ...opts, onData: (d) => { term.text += decoder.decode(d, { stream: true }) } })
+  const h = await sbx.pty.create({ cols: 80, rows: 24, timeoutMs: scaled(60_000), ...opts, onData: (d) => { term.text += decoder.decode(d, { stream: true }) } })
   started.push(h.pid)
   term.handle = h
   term.type = (s) => sbx.pty.sendInput(h.pid, new TextEncoder().encode(s))
@@ -87,7 +90,7 @@ test('PTY kill: true, the shell is gone, false afterwards', async () => {
     assert.equal(e.exitCode, -1)
     return true
   })
-  assert.ok(await eventually(() => !alive(t.handle.pid)))
+  assert.ok(await eventually(async () => !(await probe.alive(t.handle.pid))))
   assert.equal(await sbx.pty.kill(t.handle.pid), false)
 })
 
@@ -96,11 +99,11 @@ test('PTY reconnect: disconnect, connect by pid, keep typing', async () => {
   await t.type('echo "FIRST=$((1+1))"\n')
   await t.until(/FIRST=2/)
   await t.handle.disconnect()
-  assert.ok(alive(t.handle.pid), 'disconnecting does not kill the PTY')
+  assert.ok(await probe.alive(t.handle.pid), 'disconnecting does not kill the PTY')
 
   let text = ''
   const decoder = new TextDecoder()
-  const c = await sbx.pty.connect(t.handle.pid, { onData: (d) => { text += decoder.decode(d, { stream: true }) } })
+  const c = await sbx.pty.connect(t.handle.pid, { timeoutMs: scaled(60_000), onData: (d) => { text += decoder.decode(d, { stream: true }) } })
   assert.equal(c.pid, t.handle.pid)
   await sbx.pty.sendInput(c.pid, new TextEncoder().encode('echo "SECOND=$((40+2))"\n'))
   assert.ok(await eventually(() => /SECOND=42/.test(text), 15_000), `output after reconnect: ${JSON.stringify(text)}`)

@@ -1,45 +1,26 @@
 // A secured sandbox: access token, signed /files URLs, and sandbox env vars
 // (issue 4, spec §6.1, §6.4, §7.4). The SDK's debug mode never carries a
-// token, so this file plays the control plane instead: a second envd, and a
-// loopback stand-in for the E2B API that, like the real orchestrator, calls
-// POST /init with a fresh token and the sandbox's envVars and hands the token
-// to the SDK in its create response. The SDK runs in normal (non-debug) mode.
+// token, so this file plays the control plane instead: a loopback stand-in
+// for the E2B API that, like the real orchestrator, calls POST /init with a
+// fresh token and the sandbox's envVars and hands the token to the SDK in its
+// create response. The SDK runs in normal (non-debug) mode.
+//
+// There is one envd, run.sh's or a VM's, and a token once set stays: without
+// MMDS no /init may change or clear it (§7.4). So run.sh runs this file alone,
+// after every other file, and the envd keeps the token afterwards.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import fs from 'node:fs'
 import http from 'node:http'
-import net from 'node:net'
 import path from 'node:path'
 import { Sandbox, AuthenticationError } from 'e2b'
-import { scratchDir, userFile, USER, HOME, eventually } from './lib.mjs'
+import { sandbox, scaled, Probe, HOME } from './lib.mjs'
 
-let envd // { proc, url, log }
+const ENVD = process.env.E2B_SANDBOX_URL
 let cp // control plane { server, url, calls, token }
 let sbx
+let probe // sees the sandbox through envd, with the token once it is set
 let scratch
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    }).on('error', reject)
-  })
-}
-
-async function startEnvd() {
-  const port = await freePort()
-  const url = `http://127.0.0.1:${port}`
-  let log = ''
-  const proc = spawn(process.env.ENVD_BIN, ['--isnotfc', '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] })
-  proc.stdout.on('data', (d) => { log += d })
-  proc.stderr.on('data', (d) => { log += d })
-  const up = await eventually(async () => (await fetch(`${url}/health`).catch(() => null))?.ok, 10_000)
-  assert.ok(up, `second envd did not come up: ${log}`)
-  return { proc, url, log: () => log }
-}
 
 function readJSON(req) {
   return new Promise((resolve, reject) => {
@@ -100,25 +81,36 @@ async function startControlPlane(envdUrl, workdir) {
   return state
 }
 
-const apiOpts = () => ({ apiKey: `e2b_${randomBytes(20).toString('hex')}`, apiUrl: cp.url, sandboxUrl: envd.url, debug: false })
+const apiOpts = () => ({
+  apiKey: `e2b_${randomBytes(20).toString('hex')}`,
+  apiUrl: cp.url,
+  sandboxUrl: ENVD,
+  debug: false,
+  requestTimeoutMs: scaled(60_000),
+})
 
 before(async () => {
-  assert.ok(process.env.ENVD_BIN, 'ENVD_BIN is set by run.sh')
+  const envs = await fetch(`${ENVD}/envs`)
+  assert.equal(envs.status, 200, 'envd has an access token already: this file sets one, so it runs once per envd, after every other file (run.sh does that)')
   // The template's workdir differs from the user's home here, so the tests
-  // can tell which one a path or cwd was resolved against.
-  scratch = scratchDir('secured')
-  envd = await startEnvd()
-  cp = await startControlPlane(envd.url, scratch.dir)
+  // can tell which one a path or cwd was resolved against. It must exist
+  // before /init names it, so it is made while envd is still open.
+  const open = new Probe(await sandbox())
+  try {
+    scratch = await open.scratchDir('secured')
+  } finally {
+    await open.close()
+  }
+  cp = await startControlPlane(ENVD, scratch.dir)
   sbx = await Sandbox.create({ ...apiOpts(), envs: { E2E_SANDBOX_ENV: 'from-create', E2E_SPACED: 'a b  c' } })
+  probe = new Probe(sbx)
 })
 
 after(async () => {
-  scratch?.cleanup()
-  if (envd) {
-    envd.proc.kill('SIGTERM')
-    const exited = await eventually(() => envd.proc.exitCode !== null || envd.proc.signalCode !== null, 5000)
-    if (!exited) envd.proc.kill('SIGKILL')
-  }
+  // Once /init has set the token only the token's sandbox reaches envd.
+  const cleaner = probe ?? new Probe(await sandbox())
+  if (scratch) await cleaner.rm(scratch.dir).catch(() => {})
+  await cleaner.close()
   cp?.server.close()
 })
 
@@ -143,7 +135,7 @@ test('sandbox env vars passed through /init envVars are visible to commands', as
   assert.equal(r.stdout, 'from-create|a b  c|user\n')
   const e = await sbx.commands.run('echo "$E2E_SANDBOX_ENV"', { envs: { E2E_SANDBOX_ENV: 'per-command' } })
   assert.equal(e.stdout, 'per-command\n')
-  const envs = await fetch(`${envd.url}/envs`, { headers: { 'X-Access-Token': cp.token } })
+  const envs = await fetch(`${ENVD}/envs`, { headers: { 'X-Access-Token': cp.token } })
   assert.equal(envs.status, 200)
   const body = await envs.json()
   assert.equal(body.E2E_SANDBOX_ENV, 'from-create')
@@ -154,15 +146,15 @@ test('defaultWorkdir from /init: commands start there; empty paths mean it, rela
   assert.equal((await sbx.commands.run('pwd')).stdout, `${scratch.dir}\n`)
   assert.equal((await sbx.commands.run('pwd', { user: 'root' })).stdout, `${scratch.dir}\n`)
   assert.equal((await sbx.commands.run('pwd', { cwd: '/tmp' })).stdout, '/tmp\n')
-  userFile(path.join(scratch.dir, 'in-workdir.txt'), 'w')
+  await probe.userFile(path.join(scratch.dir, 'in-workdir.txt'), 'w')
   const listed = await sbx.files.list('')
   assert.ok(listed.some((e) => e.path === path.join(scratch.dir, 'in-workdir.txt')), JSON.stringify(listed.map((e) => e.path)))
   const rel = await sbx.files.write('e2e-secured-rel.txt', 'relative to home')
   try {
     assert.equal(rel.path, path.join(HOME, 'e2e-secured-rel.txt'))
-    assert.equal(fs.readFileSync(path.join(HOME, 'e2e-secured-rel.txt'), 'utf8'), 'relative to home')
+    assert.equal(await probe.readText(path.join(HOME, 'e2e-secured-rel.txt')), 'relative to home')
   } finally {
-    fs.rmSync(path.join(HOME, 'e2e-secured-rel.txt'), { force: true })
+    await probe.rm(path.join(HOME, 'e2e-secured-rel.txt'))
   }
 })
 
@@ -179,32 +171,32 @@ test('with the token: commands, filesystem RPCs and /files all work', async () =
 })
 
 test('without the token: RPCs and /files are refused with 401, /health stays open', async () => {
-  const anon = await Sandbox.create({ debug: true, sandboxUrl: envd.url })
+  const anon = await Sandbox.create({ debug: true, sandboxUrl: ENVD })
   await assert.rejects(anon.commands.run('echo no'), AuthenticationError)
   await assert.rejects(anon.files.list('/home/user'), AuthenticationError)
   const p = path.join(scratch.dir, 'anon.txt')
-  userFile(p, 'secret')
+  await probe.userFile(p, 'secret')
   await assert.rejects(anon.files.read(p), AuthenticationError)
   await assert.rejects(anon.files.write(path.join(scratch.dir, 'anon-write.txt'), 'x'), AuthenticationError)
-  assert.equal(fs.existsSync(path.join(scratch.dir, 'anon-write.txt')), false)
+  assert.equal(await probe.exists(path.join(scratch.dir, 'anon-write.txt')), false)
 
   // A stale or forged token.
-  const rpc = await fetch(`${envd.url}/process.Process/List`, {
+  const rpc = await fetch(`${ENVD}/process.Process/List`, {
     method: 'POST', headers: { 'Content-Type': 'application/json', 'X-Access-Token': 'not-the-token' }, body: '{}',
   })
   assert.equal(rpc.status, 401)
-  const files = await status(`${envd.url}/files?path=${encodeURIComponent(p)}`, { headers: { 'X-Access-Token': 'not-the-token' } })
+  const files = await status(`${ENVD}/files?path=${encodeURIComponent(p)}`, { headers: { 'X-Access-Token': 'not-the-token' } })
   assert.deepEqual(files, unauthorized('access token present in header but does not match'))
-  assert.equal((await fetch(`${envd.url}/health`)).status, 200)
-  assert.equal((await fetch(`${envd.url}/envs`)).status, 401)
+  assert.equal((await fetch(`${ENVD}/health`)).status, 200)
+  assert.equal((await fetch(`${ENVD}/envs`)).status, 401)
 })
 
 test('signed download URL: plain GET works with no token', async () => {
   const p = path.join(scratch.dir, 'signed-down.txt')
-  userFile(p, 'signed content')
+  await probe.userFile(p, 'signed content')
   const url = await sbx.downloadUrl(p)
   const u = new URL(url)
-  assert.equal(u.origin, new URL(envd.url).origin)
+  assert.equal(u.origin, new URL(ENVD).origin)
   assert.match(u.searchParams.get('signature'), /^v1_[A-Za-z0-9+/]+$/)
   assert.equal(u.searchParams.get('username'), null, 'no user given: the SDK signs with an empty username')
   const r = await status(url)
@@ -219,8 +211,8 @@ test('signed upload URL: multipart POST with no token writes the file as the def
   const res = await fetch(url, { method: 'POST', body: form })
   assert.equal(res.status, 200)
   assert.deepEqual(await res.json(), [{ path: p, name: 'u.txt', type: 'file' }])
-  assert.equal(fs.readFileSync(p, 'utf8'), 'uploaded via signed url')
-  assert.equal(fs.statSync(p).uid, USER.uid)
+  assert.equal(await probe.readText(p), 'uploaded via signed url')
+  assert.equal((await probe.stat(p)).uid, (await probe.user()).uid)
 })
 
 test('signed URLs for an explicit user (root)', async () => {
@@ -230,14 +222,14 @@ test('signed URLs for an explicit user (root)', async () => {
   const form = new FormData()
   form.append('file', new Blob(['root bytes']), 'root-signed.txt')
   assert.equal((await fetch(up, { method: 'POST', body: form })).status, 200)
-  assert.equal(fs.statSync(p).uid, 0)
+  assert.equal((await probe.stat(p)).uid, 0)
   const down = await sbx.downloadUrl(p, { user: 'root' })
   assert.deepEqual(await status(down), { status: 200, body: 'root bytes' })
 })
 
 test('signed URLs with expiration: valid before, exact 401 body once expired', async () => {
   const p = path.join(scratch.dir, 'exp.txt')
-  userFile(p, 'expiring')
+  await probe.userFile(p, 'expiring')
   const fresh = await sbx.downloadUrl(p, { useSignatureExpiration: 120 })
   assert.ok(new URL(fresh).searchParams.get('signature_expiration'))
   assert.deepEqual(await status(fresh), { status: 200, body: 'expiring' })
@@ -247,14 +239,14 @@ test('signed URLs with expiration: valid before, exact 401 body once expired', a
   const form = new FormData()
   form.append('file', new Blob(['overwrite']), 'exp.txt')
   assert.equal((await fetch(expiredUp, { method: 'POST', body: form })).status, 401)
-  assert.equal(fs.readFileSync(p, 'utf8'), 'expiring')
+  assert.equal(await probe.readText(p), 'expiring')
 })
 
 test('tampered signed URLs are refused with the exact 401 bodies', async () => {
   const p = path.join(scratch.dir, 'tamper.txt')
   const other = path.join(scratch.dir, 'other.txt')
-  userFile(p, 'tamper target')
-  userFile(other, 'other file')
+  await probe.userFile(p, 'tamper target')
+  await probe.userFile(other, 'other file')
   const good = new URL(await sbx.downloadUrl(p))
 
   const otherPath = new URL(good)
@@ -277,5 +269,5 @@ test('tampered signed URLs are refused with the exact 401 bodies', async () => {
   const form = new FormData()
   form.append('file', new Blob(['overwrite']), 'tamper.txt')
   assert.deepEqual(await status(good, { method: 'POST', body: form }), unauthorized('invalid signature'))
-  assert.equal(fs.readFileSync(p, 'utf8'), 'tamper target')
+  assert.equal(await probe.readText(p), 'tamper target')
 })

@@ -1,20 +1,27 @@
 // WatchDir through sandbox.files.watchDir (issue 3, spec §9.3, §16.5).
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import fs from 'node:fs'
 import path from 'node:path'
 import { FileNotFoundError, InvalidArgumentError, FilesystemEventType, FileType } from 'e2b'
-import { sandbox, scratchDir, userDir, userFile, eventually } from './lib.mjs'
+import { sandbox, Probe, eventually } from './lib.mjs'
 
 let sbx
+let probe // makes fixtures in the sandbox through envd's process service
 let scratch
 
 before(async () => {
   sbx = await sandbox()
-  scratch = scratchDir('watch')
+  probe = new Probe(sbx)
+  scratch = await probe.scratchDir('watch')
 })
 
-after(() => scratch.cleanup())
+after(async () => {
+  await scratch?.cleanup()
+  await probe?.close()
+})
+
+const userFile = (p, content) => probe.userFile(p, content)
+const userDir = (p) => probe.userDir(p)
 
 // Starts a watch on dir and collects its events; `until(pred)` waits for an
 // event matching pred.
@@ -34,7 +41,7 @@ async function watch(dir, opts = {}) {
 
 test('watchDir: create, write, chmod, rename and remove with names relative to the dir', async () => {
   const dir = path.join(scratch.dir, 'flat')
-  userDir(dir)
+  await userDir(dir)
   const w = await watch(dir)
   await sbx.commands.run(`cd ${dir} && echo one > f.txt && echo two >> f.txt && chmod 600 f.txt && mv f.txt g.txt && rm g.txt`)
   await w.until((e) => e.type === FilesystemEventType.REMOVE && e.name === 'g.txt', 'remove g.txt')
@@ -53,7 +60,7 @@ test('watchDir: create, write, chmod, rename and remove with names relative to t
 
 test('watchDir sees uploads through files.write', async () => {
   const dir = path.join(scratch.dir, 'upload')
-  userDir(dir)
+  await userDir(dir)
   const w = await watch(dir)
   await sbx.files.write(path.join(dir, 'up.txt'), 'uploaded')
   // An atomic upload shows up as CREATE (rename into place) or WRITE of the name.
@@ -63,7 +70,7 @@ test('watchDir sees uploads through files.write', async () => {
 
 test('non-recursive watch ignores files in subdirectories', async () => {
   const dir = path.join(scratch.dir, 'nonrec')
-  userDir(path.join(dir, 'sub'))
+  await userDir(path.join(dir, 'sub'))
   const w = await watch(dir)
   await sbx.commands.run(`echo x > ${dir}/sub/inner.txt && echo y > ${dir}/top.txt`)
   await w.until((e) => e.name === 'top.txt' && e.type === FilesystemEventType.WRITE, 'write top.txt')
@@ -73,7 +80,7 @@ test('non-recursive watch ignores files in subdirectories', async () => {
 
 test('recursive watch: existing and newly created subdirectories, nested names', async () => {
   const dir = path.join(scratch.dir, 'rec')
-  userDir(path.join(dir, 'old'))
+  await userDir(path.join(dir, 'old'))
   const w = await watch(dir, { recursive: true })
   await sbx.commands.run(`echo a > ${dir}/old/a.txt`)
   await w.until((e) => e.name === 'old/a.txt' && e.type === FilesystemEventType.WRITE, 'write old/a.txt')
@@ -88,7 +95,7 @@ test('recursive watch: existing and newly created subdirectories, nested names',
 
 test('watch with includeEntry: CREATE/WRITE carry the entry with an absolute path', async () => {
   const dir = path.join(scratch.dir, 'entry')
-  userDir(dir)
+  await userDir(dir)
   const w = await watch(dir, { includeEntry: true })
   // The entry is read when the event is handled, so the file must still be there.
   await sbx.commands.run(`printf 12345 > ${dir}/e.txt`)
@@ -108,7 +115,7 @@ test('watch with includeEntry: CREATE/WRITE carry the entry with an absolute pat
 
 test('watch with includeEntry and recursive on an uploaded file with metadata', async () => {
   const dir = path.join(scratch.dir, 'entrymeta')
-  userDir(path.join(dir, 'sub'))
+  await userDir(path.join(dir, 'sub'))
   const w = await watch(dir, { includeEntry: true, recursive: true })
   await sbx.files.write(path.join(dir, 'sub', 'm.txt'), 'meta', { metadata: { tag: 'watched' } })
   const ev = await w.until((e) => e.name === 'sub/m.txt' && e.entry?.metadata?.tag === 'watched', 'sub/m.txt with metadata in its entry')
@@ -118,9 +125,9 @@ test('watch with includeEntry and recursive on an uploaded file with metadata', 
 
 test('watchDir with allowNetworkMounts on a local dir works', async () => {
   const dir = path.join(scratch.dir, 'netok')
-  userDir(dir)
+  await userDir(dir)
   const w = await watch(dir, { allowNetworkMounts: true })
-  userFile(path.join(dir, 'n.txt'), 'n')
+  await userFile(path.join(dir, 'n.txt'), 'n')
   await w.until((e) => e.name === 'n.txt', 'event for n.txt')
   await w.handle.stop()
 })
@@ -128,13 +135,13 @@ test('watchDir with allowNetworkMounts on a local dir works', async () => {
 test('watchDir on a missing path is NotFound, on a file InvalidArgument', async () => {
   await assert.rejects(sbx.files.watchDir(path.join(scratch.dir, 'missing'), () => {}), FileNotFoundError)
   const file = path.join(scratch.dir, 'plain.txt')
-  userFile(file, 'x')
+  await userFile(file, 'x')
   await assert.rejects(sbx.files.watchDir(file, () => {}), InvalidArgumentError)
 })
 
 test('a watch ends with its timeoutMs and reports it through onExit', async () => {
   const dir = path.join(scratch.dir, 'timeout')
-  userDir(dir)
+  await userDir(dir)
   const w = await watch(dir, { timeoutMs: 1000 })
   assert.ok(await eventually(() => w.exited, 15_000), 'watch did not end after its timeout')
   assert.ok(w.exit, 'onExit got the deadline error')
