@@ -165,7 +165,13 @@ func Run(ctx context.Context, cfg config.Config, build Build, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.Port)))
+	// Plain TCP, not the MPTCP Go listens with by default since 1.24: no
+	// client of envd speaks MPTCP, and every connection accepted by an MPTCP
+	// listener from a TCP client still goes through the MPTCP layer in
+	// fallback mode, on each read and write.
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.Port)))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
