@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"syscall"
@@ -27,7 +28,10 @@ type localServer struct {
 }
 
 func startLocal() (*localServer, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// Plain TCP, as the trivial server (built for go 1.22) and envd listen.
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
@@ -72,6 +76,10 @@ type unaryOp struct {
 	name string
 	prep func(ctx context.Context) (cleanup func(), err error)
 	call func(ctx context.Context, i int) error
+	// ref, if set, is the same work done by the trivial server, measured
+	// in the same loop and printed beside the floors.
+	ref     func(ctx context.Context) error
+	refName string
 }
 
 // unaryLatency measures unary calls and first events, each interleaved with
@@ -117,6 +125,10 @@ func (b *bench) unaryLatency(ctx context.Context) []row {
 			off := rng.Int64N(rangeLen - rangeSize)
 			h := http.Header{"Range": {fmt.Sprintf("bytes=%d-%d", off, off+rangeSize-1)}}
 			return b.getOK(ctx, b.filesURL(rangeFile), h, b.data[off:off+rangeSize])
+		}, refName: "trivial server's ServeContent", ref: func(ctx context.Context) error {
+			off := rng.Int64N(rangeLen - rangeSize)
+			h := http.Header{"Range": {fmt.Sprintf("bytes=%d-%d", off, off+rangeSize-1)}}
+			return b.getOK(ctx, b.triv.url+"/download?path="+url.QueryEscape(rangeFile), h, b.data[off:off+rangeSize])
 		}},
 		{name: "WatchDir → start event", prep: func(context.Context) (func(), error) {
 			d := b.path("unary-watch")
@@ -177,9 +189,19 @@ func (b *bench) unaryLatency(ctx context.Context) []row {
 				continue
 			}
 		}
-		var envd, lin, lsep durations
+		var envd, lin, lsep, lref durations
 		var opErr error
 		for i := range n + warm {
+			if op.ref != nil {
+				t0 := time.Now()
+				if err := op.ref(ctx); err != nil {
+					opErr = fmt.Errorf("%s: %w", op.refName, err)
+					break
+				}
+				if i >= warm {
+					lref = append(lref, time.Since(t0))
+				}
+			}
 			t0 := time.Now()
 			err := b.getOK(ctx, local.url+"/rt", nil, []byte("ok"))
 			d1 := time.Since(t0)
@@ -214,6 +236,9 @@ func (b *bench) unaryLatency(ctx context.Context) []row {
 			limit: fmt.Sprintf("%s in-process GET (separate process %s, %.2f×)", fmtDur(lin.median()), fmtDur(lsep.median()),
 				float64(envd.median())/float64(lsep.median())),
 			target: t}
+		if op.ref != nil {
+			r.limit += fmt.Sprintf("; %s %s, %.2f×", op.refName, fmtDur(lref.median()), float64(envd.median())/float64(lref.median()))
+		}
 		r.judge(float64(envd.median()), float64(lin.median()))
 		rows = append(rows, r)
 	}
