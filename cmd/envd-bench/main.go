@@ -420,6 +420,9 @@ func (b *bench) scenarios() []scenario {
 		{"slowreader", b.slowReader},
 		{"drop", b.dropStreams},
 		{"init", b.initRepeat},
+		{"unary", b.unaryLatency},
+		{"durable", b.durableUpload},
+		{"threads", b.idleThreads},
 	}
 }
 

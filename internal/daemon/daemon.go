@@ -107,7 +107,12 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           d.routes(),
 		IdleTimeout:       idleTimeout,
-		ReadHeaderTimeout: 30 * time.Second,
+		// As long as the idle timeout: a deadline earlier than every timer
+		// pending wakes the runtime's network poller, and a shorter one,
+		// set after the first bytes of each request, did so on every
+		// request (an eventfd write and a thread wakeup, about a tenth of
+		// a /health round trip).
+		ReadHeaderTimeout: idleTimeout,
 		Protocols:         new(http.Protocols),
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
@@ -167,7 +172,13 @@ func Run(ctx context.Context, cfg config.Config, build Build, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.Port)))
+	// Plain TCP, not the MPTCP Go listens with by default since 1.24: no
+	// client of envd speaks MPTCP, and every connection accepted by an MPTCP
+	// listener from a TCP client still goes through the MPTCP layer in
+	// fallback mode, on each read and write.
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.Port)))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}

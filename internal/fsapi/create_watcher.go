@@ -36,6 +36,7 @@ func (s *Service) CreateWatcher(ctx context.Context, req *filesystem.CreateWatch
 	}
 	wctx, cancel := context.WithCancel(s.ctx)
 	w, err := fswatch.Start(wctx, root, fswatch.Options{
+		Pool:               &s.inotify,
 		Recursive:          req.GetRecursive(),
 		AllowNetworkMounts: req.GetAllowNetworkMounts(),
 		Staged:             s.staged,

@@ -16,6 +16,7 @@ import (
 	"github.com/envd-dev/envd/internal/auth"
 	"github.com/envd-dev/envd/internal/execenv"
 	"github.com/envd-dev/envd/internal/fsops"
+	"github.com/envd-dev/envd/internal/fswatch"
 	"github.com/envd-dev/envd/internal/gen/filesystem/filesystemconnect"
 )
 
@@ -36,6 +37,9 @@ type Service struct {
 	// ctx ends every watch, streaming or polling, when the daemon closes.
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	// inotify keeps the instances of ended watches for the next ones.
+	inotify fswatch.Pool
 
 	mu       sync.Mutex
 	watchers map[string]*pollWatcher
@@ -80,6 +84,7 @@ func (s *Service) Close() {
 	clear(s.watchers)
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.inotify.Close()
 }
 
 // resolve validates a client path and expands it as §6.3 says for the

@@ -27,6 +27,7 @@ func (s *Service) WatchDir(ctx context.Context, req *filesystem.WatchDirRequest,
 		return toConnect(err)
 	}
 	w, err := fswatch.Start(ctx, root, fswatch.Options{
+		Pool:               &s.inotify,
 		Recursive:          req.GetRecursive(),
 		AllowNetworkMounts: req.GetAllowNetworkMounts(),
 		Staged:             s.staged,

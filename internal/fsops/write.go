@@ -152,7 +152,7 @@ func (wr *Writer) WriteFile(path string, src io.Reader, opt WriteOptions) (int64
 		return 0, failed(nil, err, "error changing ownership of %s: %v", path, err)
 	}
 
-	size, err := pipeCopy(tmp, src)
+	size, err := pipeCopy(&writebackFile{f: tmp}, src)
 	if err == nil {
 		err = tmp.Sync()
 	}

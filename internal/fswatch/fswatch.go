@@ -24,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -94,6 +95,9 @@ type Options struct {
 	// The write's own modification of the target that follows the rename
 	// is the last WRITE. Nil reports every name as the kernel does.
 	Staged func(name string) (replaces, ok bool)
+	// Pool, if set, provides the inotify instance and takes it back when
+	// the watch ends cleanly.
+	Pool *Pool
 }
 
 // maxStagedMoves bounds the renames of temporary files waiting for their
@@ -118,6 +122,7 @@ const watchMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_MOVED_FROM | unix.
 type Watcher struct {
 	root      string
 	recursive bool
+	pool      *Pool
 	file      *os.File
 	events    chan Event
 	err       error // written by run before events is closed
@@ -159,16 +164,15 @@ func Start(ctx context.Context, root string, opt Options) (*Watcher, error) {
 	if opt.Buffer <= 0 {
 		opt.Buffer = 256
 	}
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	file, err := opt.Pool.get()
 	if err != nil {
-		return nil, fmt.Errorf("init inotify: %w", os.NewSyscallError("inotify_init1", err))
+		return nil, fmt.Errorf("init inotify: %w", err)
 	}
-	// A non-blocking fd wrapped in os.File uses the runtime poller, so Close
-	// from another goroutine wakes a blocked Read.
 	w := &Watcher{
 		root:      root,
 		recursive: opt.Recursive,
-		file:      os.NewFile(uintptr(fd), "inotify"),
+		pool:      opt.Pool,
+		file:      file,
 		events:    make(chan Event, opt.Buffer),
 		wds:       map[int32]*dirWatch{},
 		paths:     map[string]int32{},
@@ -176,11 +180,24 @@ func Start(ctx context.Context, root string, opt Options) (*Watcher, error) {
 		moves:     map[uint32]bool{},
 	}
 	if err := w.addRoot(); err != nil {
-		w.file.Close()
+		w.release(true)
 		return nil, err
 	}
 	go w.run(ctx)
 	return w, nil
+}
+
+// release removes every watch and hands the instance back to the pool when
+// reuse is set (the watch ended cleanly), else closes it.
+func (w *Watcher) release(reuse bool) {
+	if !reuse || w.pool == nil {
+		w.file.Close()
+		return
+	}
+	for wd := range w.wds {
+		w.rmWatch(wd)
+	}
+	w.pool.put(w.file)
 }
 
 // Events is closed when the watch ends; Err then tells why.
@@ -340,11 +357,18 @@ func (w *Watcher) emit(ctx context.Context, ev Event) bool {
 
 func (w *Watcher) run(ctx context.Context) {
 	defer close(w.events)
-	stop := context.AfterFunc(ctx, func() { w.file.Close() })
+	// The end of ctx wakes the Read below through a deadline rather than
+	// Close, so the instance can go back to the pool.
+	woken := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		_ = w.file.SetReadDeadline(time.Now())
+		close(woken)
+	})
 	defer func() {
-		if stop() {
-			w.file.Close()
+		if !stop() {
+			<-woken // its deadline must be set before release clears it
 		}
+		w.release(w.err == nil)
 	}()
 	// Room for many events per read; one event is at most header+NAME_MAX+1.
 	buf := make([]byte, 64*1024)

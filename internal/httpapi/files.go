@@ -265,6 +265,9 @@ type uploadEntry struct {
 	Metadata map[string]string `json:"metadata,omitempty"`
 }
 
+// multipartReadSize is the read size of a multipart upload's body.
+const multipartReadSize = 256 << 10
+
 func (f *Files) upload(w http.ResponseWriter, r *http.Request) error {
 	req, err := f.authorize(r, auth.OpWrite)
 	if err != nil {
@@ -309,7 +312,9 @@ func (f *Files) upload(w http.ResponseWriter, r *http.Request) error {
 		if boundary == "" {
 			return fail(errBadRequest, "error parsing multipart form: no multipart boundary param in Content-Type")
 		}
-		entries, err = f.uploadParts(multipart.NewReader(body, boundary), req, up)
+		// multipart reads through a 4 KiB buffer of its own: without one
+		// of ours below it, every 4 KiB of an upload is a socket read.
+		entries, err = f.uploadParts(multipart.NewReader(bufio.NewReaderSize(body, multipartReadSize), boundary), req, up)
 		if err != nil {
 			return err
 		}
