@@ -276,8 +276,11 @@ func TestWatch(t *testing.T) {
 	// The watch starts asynchronously: write until the first event arrives.
 	events := make(chan client.FSEvent, 100)
 	go func() {
-		var ev client.FSEvent
-		for dec.Decode(&ev) == nil {
+		for {
+			var ev client.FSEvent
+			if dec.Decode(&ev) != nil {
+				return
+			}
 			events <- ev
 		}
 	}()
