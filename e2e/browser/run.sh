@@ -13,6 +13,7 @@ cd "$here"
 die() { echo "e2e/browser: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "must run as root (envd runs the page's commands as root)"
 command -v node >/dev/null || die "node not found (Node.js >= 20.18.1)"
+"$root/scripts/install-deps" >/dev/null
 [ -x /usr/bin/chromium ] || die "/usr/bin/chromium missing (scripts/install-deps installs Debian's chromium)"
 
 "$root/scripts/build" >/dev/null
