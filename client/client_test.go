@@ -256,9 +256,23 @@ func TestUploadDownload(t *testing.T) {
 			t.Fatalf("%s: %q, %v", name, b.String(), err)
 		}
 	}
-	// Metadata is stored and listed (when the filesystem has user xattrs).
-	if _, err := c.Upload(ctx, filepath.Join(dir, "meta"), strings.NewReader("m"), client.Metadata(map[string]string{"owner": "ci"})); err != nil {
+	// Metadata is stored and read back (when the filesystem has user xattrs).
+	info, err := c.Upload(ctx, filepath.Join(dir, "meta"), strings.NewReader("m"), client.Metadata(map[string]string{"owner": "ci"}))
+	if err != nil {
 		t.Fatal(err)
+	}
+	if st, err := c.Stat(ctx, info.Path); err != nil || st.Metadata["owner"] != info.Metadata["owner"] {
+		t.Fatalf("metadata: upload says %v, Stat %+v, %v", info.Metadata, st, err)
+	}
+	// As another user: the file is theirs.
+	if _, err := c.As("nobody").Upload(ctx, filepath.Join(dir, "theirs"), strings.NewReader("n")); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.Stat(ctx, filepath.Join(dir, "theirs")); err != nil || st.Owner != "nobody" {
+		t.Fatalf("upload as nobody: %+v, %v", st, err)
+	}
+	if _, err := c.As("no-such-user").Upload(ctx, filepath.Join(dir, "x"), strings.NewReader("n")); !errors.Is(err, client.ErrUnauthenticated) {
+		t.Fatalf("upload as an unknown user: %v", err)
 	}
 	// Bad inputs.
 	if _, err := c.Download(ctx, dir, io.Discard); !errors.Is(err, client.ErrInvalidArgument) {
@@ -272,6 +286,10 @@ func TestUploadDownload(t *testing.T) {
 	}
 	if _, err := c.Upload(ctx, filepath.Join(dir, "bad"), strings.NewReader("x"), client.Metadata(map[string]string{"k": "caf\u00e9"})); !errors.Is(err, client.ErrInvalidArgument) {
 		t.Fatalf("upload with unprintable metadata: %v", err)
+	}
+	// envd's own limit: keys of at most 246 bytes.
+	if _, err := c.Upload(ctx, filepath.Join(dir, "bad"), strings.NewReader("x"), client.Metadata(map[string]string{strings.Repeat("k", 247): "v"})); !errors.Is(err, client.ErrInvalidArgument) {
+		t.Fatalf("upload with a 247-byte metadata key: %v", err)
 	}
 }
 

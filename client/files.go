@@ -84,6 +84,11 @@ func (c *Client) filesURL(path string) string {
 func (c *Client) Upload(ctx context.Context, path string, r io.Reader, opts ...FileOption) (*UploadInfo, error) {
 	const op = "POST /files"
 	t := applyTransfer(opts)
+	for k, v := range t.metadata {
+		if !printable(k) || k == "" || !printable(v) {
+			return nil, &Error{Op: op, Kind: ErrInvalidArgument, Message: fmt.Sprintf("metadata %q=%q: keys and values must be printable ASCII, keys non-empty", k, v)}
+		}
+	}
 	body := io.Reader(&counter{r: r, total: t.size, progress: t.progress})
 	length := t.size
 	if t.gzip {
@@ -283,4 +288,15 @@ func (c *Client) post(ctx context.Context, path string, body io.Reader) error {
 		return httpError(op, res)
 	}
 	return nil
+}
+
+// printable is envd's rule for metadata (spec §7.7): bytes 0x20–0x7E. Checked
+// here because net/http would refuse most other bytes with a transport error.
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
