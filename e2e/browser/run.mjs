@@ -1,7 +1,8 @@
 // Serves the page on one loopback origin, points it at envd on another, and
 // drives headless Chromium (Debian's, never a downloaded one) with
 // playwright-core. Prints what the page reports; on failure keeps a
-// screenshot and the page's text in $ARTIFACTS (default ./artifacts).
+// screenshot and the page's text in $ARTIFACTS (default ./artifacts). A control
+// run through a proxy that strips the CORS headers must fail first.
 //
 // Usage: node run.mjs ENVD_URL DIR
 import * as esbuild from 'esbuild'
@@ -55,7 +56,20 @@ const server = http.createServer((req, res) => {
   fs.createReadStream(file).pipe(res)
 })
 await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-const pageURL = `http://127.0.0.1:${server.address().port}/?envd=${encodeURIComponent(envd)}&dir=${encodeURIComponent(dir)}`
+
+// A control run first: the same page through a proxy that drops envd's CORS
+// response headers must fail, or this test could not see a wrong header.
+const stripped = http.createServer((req, res) => {
+  const up = http.request(new URL(req.url, envd), { method: req.method, headers: req.headers }, (ur) => {
+    const headers = Object.fromEntries(Object.entries(ur.headers).filter(([k]) => !k.startsWith('access-control-')))
+    res.writeHead(ur.statusCode, headers)
+    ur.pipe(res)
+  })
+  up.on('error', () => res.destroy())
+  req.pipe(up)
+})
+await new Promise((resolve) => stripped.listen(0, '127.0.0.1', resolve))
+const strippedURL = `http://127.0.0.1:${stripped.address().port}`
 
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'envd-chromium-'))
 const context = await chromium.launchPersistentContext(profile, {
@@ -65,20 +79,37 @@ const context = await chromium.launchPersistentContext(profile, {
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
     '--disable-component-update', '--disable-sync'],
 })
-const page = context.pages()[0] || (await context.newPage())
-// The browser's own words matter most when CORS fails: print them all.
-page.on('console', (m) => console.log(`console.${m.type()}: ${m.text()}`))
-page.on('pageerror', (e) => console.log(`pageerror: ${e.message}`))
-page.on('requestfailed', (r) => console.log(`requestfailed: ${r.method()} ${r.url()}: ${r.failure()?.errorText}`))
+console.log(`chromium ${context.browser()?.version() ?? ''}`)
+
+// runPage loads the page against target and returns what it reported.
+async function runPage(page, target, quiet) {
+  // The browser's own words matter most when CORS fails: print them all.
+  if (!quiet) {
+    page.on('console', (m) => console.log(`console.${m.type()}: ${m.text()}`))
+    page.on('pageerror', (e) => console.log(`pageerror: ${e.message}`))
+    page.on('requestfailed', (r) => console.log(`requestfailed: ${r.method()} ${r.url()}: ${r.failure()?.errorText}`))
+  }
+  const url = `http://127.0.0.1:${server.address().port}/?envd=${encodeURIComponent(target)}&dir=${encodeURIComponent(dir)}`
+  console.log(`loading ${url}`)
+  await page.goto(url)
+  await page.waitForFunction(() => window.__result, null, { timeout: 180000 })
+  return page.evaluate(() => window.__result)
+}
 
 let ok = false
+const control = await context.newPage()
+const page = context.pages()[0] || (await context.newPage())
 try {
-  console.log(`chromium ${context.browser()?.version() ?? ''} loading ${pageURL}`)
-  await page.goto(pageURL)
-  await page.waitForFunction(() => window.__result, null, { timeout: 180000 })
-  const result = await page.evaluate(() => window.__result)
-  for (const line of result.lines) console.log('page: ' + line)
-  ok = result.ok
+  const c = await runPage(control, strippedURL, true)
+  const last = c.lines[c.lines.length - 1]
+  if (c.ok) {
+    console.log('runner: FAIL: the page passed although the CORS headers were removed')
+  } else {
+    console.log(`control (CORS headers removed): the page failed as it must: ${last.split('\n')[0]}`)
+    const result = await runPage(page, envd, false)
+    for (const line of result.lines) console.log('page: ' + line)
+    ok = result.ok
+  }
 } catch (e) {
   console.log('runner: ' + e.message)
 } finally {
@@ -91,6 +122,7 @@ try {
   }
   await context.close()
   server.close()
+  stripped.close()
   fs.rmSync(profile, { recursive: true, force: true })
   fs.rmSync(work, { recursive: true, force: true })
 }
