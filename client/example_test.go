@@ -141,3 +141,72 @@ func ExampleClient_SignedURL() {
 	// Output:
 	// http://127.0.0.1:49983/files?path=%2Fhome%2Fuser%2Freport.pdf&signature=v1_%2Fm%2BV6PdvR5yHwoxxMuHGPbFy4LY6ncSx8plU%2F8r3C2o&signature_expiration=1900000000&username=user
 }
+
+func ExampleClient_Run() {
+	c, _ := client.New(exampleURL)
+	res, err := c.Run(context.Background(), client.Cmd{
+		Cmd:  "/bin/sh",
+		Args: []string{"-c", "echo $WHO; echo oops >&2; kill -TERM $$"},
+		Env:  map[string]string{"WHO": "world"},
+	})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Printf("stdout %q stderr %q shell code %d\n", res.Stdout, res.Stderr, res.ShellCode())
+	// Output:
+	// stdout "world\n" stderr "oops\n" shell code 143
+}
+
+// A process keeps running when the stream that started it goes away; Connect
+// attaches to it again by tag.
+func ExampleClient_Connect() {
+	ctx := context.Background()
+	c, _ := client.New(exampleURL)
+	started, cancel := context.WithCancel(ctx)
+	p, err := c.Start(started, client.Cmd{Cmd: "cat", Tag: "reattach-me"})
+	if err != nil {
+		panic(err)
+	}
+	cancel() // detach
+	p.Close()
+	q, err := c.Connect(ctx, client.Tag("reattach-me"))
+	if err != nil {
+		panic(err)
+	}
+	if err := q.SendInput(ctx, []byte("still here\n")); err != nil {
+		panic(err)
+	}
+	if err := q.CloseStdin(ctx); err != nil {
+		panic(err)
+	}
+	exit, err := q.Wait(os.Stdout, nil)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(q.PID == p.PID, exit.Code)
+	// Output:
+	// still here
+	// true 0
+}
+
+func ExampleClient_ListDir() {
+	ctx := context.Background()
+	c, _ := client.New(exampleURL)
+	dir, _ := os.MkdirTemp("", "envd-example")
+	defer os.RemoveAll(dir)
+	c.Upload(ctx, filepath.Join(dir, "a/b/c.txt"), strings.NewReader("c"))
+	c.Upload(ctx, filepath.Join(dir, "top.txt"), strings.NewReader("top"))
+	entries, err := c.ListDir(ctx, dir, 3)
+	if err != nil {
+		panic(err)
+	}
+	for _, e := range entries {
+		rel, _ := filepath.Rel(dir, e.Path)
+		fmt.Println(e.Type, rel)
+	}
+	// Output:
+	// dir a
+	// dir a/b
+	// file a/b/c.txt
+	// file top.txt
+}
