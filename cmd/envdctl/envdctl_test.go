@@ -110,7 +110,15 @@ func TestRunExitCodesAndStreams(t *testing.T) {
 	if want := fmt.Sprintf("%x  -\n", sha256.Sum256(data)); r.code != 0 || r.stdout != want {
 		t.Fatalf("stdin through sha256sum: %+v, want %q", r, want)
 	}
-	oneLineError(t, ctl(t, s.URL, nil, "run", "--", "/no/such/cmd"), 1, "invalid argument")
+	// A missing command: envd answers as a shell would (127, "command not
+	// found" on stderr), or, before it did, refuses the Start.
+	if r := ctl(t, s.URL, nil, "run", "--", "/no/such/cmd"); r.code == 127 {
+		if !strings.Contains(r.stderr, "/no/such/cmd") || !strings.Contains(r.stderr, "not found") {
+			t.Fatalf("missing command: exit 127 with stderr %q", r.stderr)
+		}
+	} else {
+		oneLineError(t, r, 1, "invalid argument")
+	}
 	oneLineError(t, ctl(t, s.URL, nil, "run", "--cwd", "/no/such", "--", "true"), 1, "does not exist")
 	oneLineError(t, ctl(t, s.URL, nil, "run"), 2, "want a command")
 	oneLineError(t, ctl(t, s.URL, nil, "run", "--env", "novalue", "--", "true"), 2, "K=V")
