@@ -19,6 +19,10 @@ command -v node >/dev/null || die "node not found (Node.js >= 20.18.1)"
 "$root/scripts/build" >/dev/null
 envd_bin="$root/bin/envd"
 
+# Runs from this directory share node_modules, which npm ci replaces while
+# another run may be loading from it: one run at a time here.
+exec 9>"/tmp/envd-e2e-browser.$(printf %s "$here" | sha256sum | cut -c1-12).lock"
+flock 9
 echo "--- npm ci (e2b $(node -p 'require("./package.json").dependencies.e2b'), no browser download)"
 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
 
@@ -41,7 +45,8 @@ trap cleanup EXIT
 
 port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close() })')
 url="http://127.0.0.1:$port"
-"$envd_bin" --isnotfc --no-cgroups --port "$port" >"$work/envd.log" 2>&1 &
+# 9>&-: neither envd nor what it starts may hold this directory's lock.
+"$envd_bin" --isnotfc --no-cgroups --port "$port" >"$work/envd.log" 2>&1 9>&- &
 envd_pid=$!
 for _ in $(seq 100); do
   curl -fsS -o /dev/null "$url/health" 2>/dev/null && break
