@@ -75,12 +75,20 @@ func TestShellInTmux(t *testing.T) {
 	s := envdtest.Start(t)
 	dir := t.TempDir()
 	script := filepath.Join(dir, "session.sh")
+	big := filepath.Join(dir, "big.bin")
+	if err := os.WriteFile(big, make([]byte, 20<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	body := fmt.Sprintf(`#!/bin/sh
-%s --url %s shell --env 'PS1=envd$ ' /bin/bash --norc --noprofile -i
+%[1]s --url %[2]s shell --env 'PS1=envd$ ' /bin/bash --norc --noprofile -i
 echo "rc=$?"
 stty -a
+while [ ! -e %[4]s/go ]; do sleep 0.05; done
+clear
+%[1]s --url %[2]s cp %[3]s :%[4]s/copied.bin
+echo "cp-rc=$?"
 exec sleep 600
-`, envdctlBin, s.URL)
+`, envdctlBin, s.URL, big, dir)
 	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -118,5 +126,17 @@ exec sleep 600
 		if !regexp.MustCompile(`(^|\s)` + mode + `(\s|$)`).MatchString(after) {
 			t.Fatalf("terminal not restored: %s is off after exit:\n%s", mode, after)
 		}
+	}
+
+	// cp on a terminal draws a progress bar on stderr; it ends at 100%.
+	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.waitFor(`(?m)^cp-rc=0$`)
+	if p := m.pane(); !strings.Contains(p, "100%") || !strings.Contains(p, "big.bin") || !strings.Contains(p, "MB") {
+		t.Fatalf("no finished progress bar for cp:\n%s", p)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "copied.bin")); err != nil || st.Size() != 20<<20 {
+		t.Fatalf("copied file: %v, %v", st, err)
 	}
 }
