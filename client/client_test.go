@@ -490,9 +490,19 @@ func TestUnreachableAndCancelled(t *testing.T) {
 	if _, err := p.Recv(); !errors.Is(err, client.ErrCanceled) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("Recv after cancel: %v", err)
 	}
-	// Detaching does not kill the process.
+	// Detaching does not kill the process: reattach by PID, then kill it.
+	q, err := c.Connect(context.Background(), client.PID(p.PID))
+	if err != nil {
+		t.Fatalf("Connect by pid after detach: %v", err)
+	}
 	if err := c.Signal(context.Background(), client.Tag("detached"), client.SIGKILL); err != nil {
 		t.Fatalf("process gone after detach: %v", err)
+	}
+	if x, err := q.Wait(nil, nil); err != nil || x.Signal != 9 {
+		t.Fatalf("reattached stream: %+v, %v", x, err)
+	}
+	if _, err := q.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("Recv after the end: %v, want io.EOF", err)
 	}
 	if err := s.Stop(); err != nil {
 		t.Fatal(err)
