@@ -267,6 +267,7 @@ func TestFilesystemCommands(t *testing.T) {
 	oneLineError(t, ctl(t, s.URL, nil, "stat", dir+"/x"), 1, "not found")
 	oneLineError(t, ctl(t, s.URL, nil, "ls", "--bogus"), 2, "flag provided but not defined")
 	oneLineError(t, ctl(t, s.URL, nil, "frobnicate"), 2, "unknown command")
+	oneLineError(t, ctl(t, s.URL, nil, "--nosuchflag", "ls"), 2, "flag provided but not defined")
 }
 
 func TestWatch(t *testing.T) {

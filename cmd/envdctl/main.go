@@ -71,7 +71,7 @@ func main() {
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("envdctl", flag.ContinueOnError)
-	fs.SetOutput(os.Stderr)
+	fs.SetOutput(io.Discard) // a bad flag is one line below; -h prints it all
 	url := fs.String("url", envOr("ENVD_URL", client.DefaultURL), "envd base URL")
 	token := fs.String("token", os.Getenv("ENVD_TOKEN"), "access token (X-Access-Token)")
 	user := fs.String("user", os.Getenv("ENVD_USER"), "sandbox user to act as (default: envd's default user)")
@@ -79,12 +79,14 @@ func run(args []string) int {
 	h2c := fs.Bool("h2c", false, "HTTP/2 without TLS instead of HTTP/1.1")
 	fs.Usage = func() {
 		fmt.Fprint(os.Stderr, usage)
+		fs.SetOutput(os.Stderr)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		fmt.Fprintf(os.Stderr, "envdctl: %v (envdctl --help lists the flags)\n", err)
 		return 2
 	}
 	if fs.NArg() == 0 {
