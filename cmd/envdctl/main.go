@@ -77,20 +77,22 @@ func run(args []string) int {
 	user := fs.String("user", os.Getenv("ENVD_USER"), "sandbox user to act as (default: envd's default user)")
 	asJSON := fs.Bool("json", false, "machine-readable output for ls, stat, ps, watch")
 	h2c := fs.Bool("h2c", false, "HTTP/2 without TLS instead of HTTP/1.1")
-	fs.Usage = func() {
+	printUsage := func() {
 		fmt.Fprint(os.Stderr, usage)
 		fs.SetOutput(os.Stderr)
 		fs.PrintDefaults()
 	}
+	fs.Usage = func() {} // flag calls it on every parse error too
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printUsage()
 			return 0
 		}
 		fmt.Fprintf(os.Stderr, "envdctl: %v (envdctl --help lists the flags)\n", err)
 		return 2
 	}
 	if fs.NArg() == 0 {
-		fs.Usage()
+		printUsage()
 		return 2
 	}
 	opts := []client.Option{client.WithToken(*token), client.WithUser(*user)}
