@@ -1,0 +1,34 @@
+// Package client is a Go client for envd, the guest agent of a microVM
+// sandbox, for host agents and tools that drive a sandbox from outside.
+//
+// One Client talks to one envd over one *http.Client (passed in with
+// WithHTTPClient or defaulted: HTTP/1.1, or h2c with WithH2C). It covers the
+// whole wire contract a host agent needs:
+//
+//   - processes: Run, Start (a *Process handle with its event stream), Connect
+//     by PID or tag, input (SendInput, Process.Stdin, CloseStdin), Signal,
+//     Resize, List;
+//   - files: Upload and Download stream (never the whole file in memory), with
+//     gzip on request, a byte Range, a progress callback, and SignedURL for
+//     handing a URL to someone without the token;
+//   - the filesystem: Stat, List (with depth), MakeDir, Move, Remove, Watch;
+//   - the control endpoints: Init, Health and WaitHealthy (after boot and after
+//     a snapshot restore), Envs, Metrics, SnapshotPrepare.
+//
+// Every error envd reports, whether as a Connect code or an HTTP status, is an
+// *Error that matches one of the Err… kinds with errors.Is, so callers never
+// parse a message:
+//
+//	if errors.Is(err, client.ErrNotFound) { ... }
+//
+// Streams (process output, watches) ask envd for keepalive events every
+// WithKeepalive interval (default 50 s, as the E2B SDKs) and fail with
+// ErrUnavailable when nothing, not even a keepalive, arrives for three
+// intervals: a dead peer behind a proxy that never resets the connection is
+// detected instead of hanging forever.
+//
+// The envd.v1 services (output log, exit reports, ports) are not wrapped yet:
+// they are being added to envd separately; their methods belong in a file of
+// their own here (v1.go), built on internal/gen/envd/v1 like process.go is on
+// internal/gen/process.
+package client
