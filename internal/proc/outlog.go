@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 )
@@ -234,4 +235,63 @@ func (p *Process) ReadOutput(s Stream, offset uint64, maxBytes int) (LogRead, er
 		return LogRead{}, errorf(ErrOutOfRange, "offset %d is beyond the %d bytes written", offset, r.End)
 	}
 	return r, nil
+}
+
+// LogState is an output log as it crosses a live upgrade (§18.1): per
+// stream, the kept bytes with their offsets, so that the next image answers
+// reads with the same offsets and gaps.
+type LogState struct {
+	Streams [3]StreamLogState // by Stream
+	Dropped uint64            // evicted, all streams
+}
+
+// StreamLogState is one stream of a LogState; Data is [Start, End).
+type StreamLogState struct {
+	Start, End, Dropped uint64
+	Data                []byte
+}
+
+// export copies what the log holds.
+func (l *outputLog) export() *LogState {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := &LogState{Dropped: l.dropped}
+	for i := range l.streams {
+		s := &l.streams[i]
+		data := make([]byte, 0, s.end-s.start)
+		for _, seg := range s.segs {
+			data = append(data, seg.data...)
+		}
+		st.Streams[i] = StreamLogState{Start: s.start, End: s.end, Dropped: s.dropped, Data: data}
+	}
+	return st
+}
+
+// importOutputLog rebuilds an exported log. A state whose data does not
+// match its offsets is refused; one larger than this envd's limits is
+// evicted down to them, and the eviction is counted as drops as usual.
+func importOutputLog(st *LogState, limit int64, total *atomic.Int64, cap int64) (*outputLog, error) {
+	for i, s := range st.Streams {
+		if s.Start > s.End || uint64(len(s.Data)) != s.End-s.Start || s.Dropped > s.Start {
+			return nil, fmt.Errorf("output log stream %d: %d bytes for [%d, %d) with %d dropped", i, len(s.Data), s.Start, s.End, s.Dropped)
+		}
+	}
+	l := newOutputLog(limit, total, cap)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, s := range st.Streams {
+		ls := &l.streams[i]
+		ls.start, ls.end, ls.dropped = s.Start, s.Start, s.Dropped
+		for b := s.Data; len(b) > 0; {
+			n := min(len(b), chunkSize)
+			ls.end += uint64(n)
+			l.copyLocked(ls, b[:n])
+			b = b[n:]
+		}
+	}
+	l.dropped = st.Dropped
+	for l.mem > l.limit || (l.total.Load() > l.cap && l.mem > 0) {
+		l.evictLocked()
+	}
+	return l, nil
 }
