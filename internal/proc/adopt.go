@@ -127,6 +127,20 @@ type pausedReaders struct {
 	stopped chan struct{} // closed once every reader returned
 }
 
+// pausable says whether every output of p takes a read deadline (the
+// zero one changes nothing). Ours all do; one that does not is left
+// running, and what it reads after the snapshot is lost.
+func pausable(p *Process) error {
+	for _, f := range p.outputs {
+		if f != nil {
+			if err := f.SetReadDeadline(time.Time{}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // pauseReaders stops the output readers of ps: a read deadline in the past
 // wakes each from its wait, a read in progress finishes and its chunk is
 // logged first, and no later read takes a byte from the descriptor. The
@@ -136,12 +150,13 @@ func (m *Manager) pauseReaders(ps []*Process) []*pausedReaders {
 	past := time.Unix(1, 0)
 	out := make([]*pausedReaders, 0, len(ps))
 	for _, p := range ps {
+		if err := pausable(p); err != nil {
+			m.log.Warn("handover: output reader cannot be stopped; output it reads from now on is lost", "pid", p.pid, "err", err)
+			continue
+		}
 		for _, f := range p.outputs {
-			if f == nil {
-				continue
-			}
-			if err := f.SetReadDeadline(past); err != nil {
-				m.log.Warn("handover: output reader cannot be stopped", "pid", p.pid, "err", err)
+			if f != nil {
+				_ = f.SetReadDeadline(past) // cannot fail: pausable
 			}
 		}
 		pr := &pausedReaders{p: p, stopped: make(chan struct{})}

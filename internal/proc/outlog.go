@@ -281,11 +281,15 @@ func importOutputLog(st *LogState, limit int64, total *atomic.Int64, cap int64) 
 	defer l.mu.Unlock()
 	for i, s := range st.Streams {
 		ls := &l.streams[i]
-		ls.start, ls.end, ls.dropped = s.Start, s.Start, s.Dropped
+		ls.start, ls.end, ls.dropped = s.Start, s.End, s.Dropped
+		// Segments exactly as long as their bytes: the log holds no more
+		// memory than the exporting one did, so no limit it kept within
+		// evicts anything here.
 		for b := s.Data; len(b) > 0; {
 			n := min(len(b), chunkSize)
-			ls.end += uint64(n)
-			l.copyLocked(ls, b[:n])
+			seg := segment{data: append(make([]byte, 0, n), b[:n]...)}
+			ls.segs = append(ls.segs, seg)
+			l.grow(seg.cost())
 			b = b[n:]
 		}
 	}
