@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -325,5 +326,55 @@ func TestAdoptExitWithReportAndLog(t *testing.T) {
 	f.clock.Add(11 * time.Second)
 	if f.m.Retained() != 0 || f.m.LogBytes() != 0 {
 		t.Fatalf("after expiry: %d retained, %d log bytes", f.m.Retained(), f.m.LogBytes())
+	}
+}
+
+// A reader blocked handing a chunk to a subscriber that does not read has
+// logged that chunk already: Freeze gives up waiting for it (bounded) and
+// exports the log, and the readers take nothing more from the pipe. An
+// aborted handover waits for that reader to return before restarting it,
+// so the order of the log holds.
+func TestFreezeWithAStuckSubscriber(t *testing.T) {
+	f := newFixture(t)
+	p, sub := f.start(t, proc.StartOptions{Stdin: true,
+		Config: proc.Config{Cmd: "/bin/sh", Args: []string{"-c", "while read l; do echo $l; done"}}})
+	want := ""
+	for i := 1; i <= 5; i++ { // the subscriber never reads: four queue, the fifth blocks its reader
+		line := strconv.Itoa(i) + "\n"
+		if err := p.WriteStdin(context.Background(), []byte(line)); err != nil {
+			t.Fatal(err)
+		}
+		want += line
+		for text, _ := logText(t, p, proc.Stdout); text != want; text, _ = logText(t, p, proc.Stdout) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if err := p.WriteStdin(context.Background(), []byte("6\n")); err != nil {
+		t.Fatal(err)
+	}
+	live, _, _, release := f.m.Freeze()
+	for fionread(t, live[0].Stdout) < 2 {
+		time.Sleep(time.Millisecond) // "6\n" waits in the pipe
+	}
+	if s := live[0].Log.Streams[proc.Stdout]; string(s.Data) != want || s.End != uint64(len(want)) {
+		t.Fatalf("exported %q, want %q", s.Data, want)
+	}
+	released := make(chan struct{})
+	go func() { release(); close(released) }()
+	sub.Close()
+	<-released
+	want += "6\n"
+	for text, _ := logText(t, p, proc.Stdout); text != want; text, _ = logText(t, p, proc.Stdout) {
+		if len(text) > len(want) {
+			t.Fatalf("log %q", text)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := p.WriteStdin(context.Background(), []byte("7\n")); err != nil {
+		t.Fatal(err)
+	}
+	want += "7\n"
+	for text, _ := logText(t, p, proc.Stdout); text != want; text, _ = logText(t, p, proc.Stdout) {
+		time.Sleep(time.Millisecond)
 	}
 }
