@@ -225,7 +225,7 @@ func TestFreezeStopsOutputAtTheLog(t *testing.T) {
 	if len(live) != 1 || live[0].Log == nil || live[0].StartedAt.IsZero() {
 		t.Fatalf("live %+v", live)
 	}
-	if s := live[0].Log.Streams[proc.Stdout]; s.Start != 0 || s.End != 6 || string(s.Data) != "first\n" {
+	if s := live[0].Log.Streams[proc.Stdout]; s.Start != 0 || s.End != 6 || string(bytes.Join(s.Pieces, nil)) != "first\n" {
 		t.Fatalf("exported stdout %+v", s)
 	}
 	// The table is frozen; the test writes stdin itself, as the carried
@@ -268,8 +268,8 @@ func TestAdoptContinuesLog(t *testing.T) {
 	f := newFixture(t)
 	pid, in, out, errf := forkUnmanaged(t, "read l; echo after:$l; exit 0")
 	st := &proc.LogState{Dropped: 10}
-	st.Streams[proc.Stdout] = proc.StreamLogState{Start: 10, End: 14, Dropped: 10, Data: []byte("abcd")}
-	st.Streams[proc.Stderr] = proc.StreamLogState{Start: 0, End: 2, Data: []byte("e\n")}
+	st.Streams[proc.Stdout] = proc.StreamLogState{Start: 10, End: 14, Dropped: 10, Pieces: [][]byte{[]byte("ab"), []byte("cd")}}
+	st.Streams[proc.Stderr] = proc.StreamLogState{Start: 0, End: 2, Pieces: [][]byte{[]byte("e\n")}}
 	started := time.Unix(1700000000, 123456789)
 	p, err := f.m.Adopt(proc.Adoption{Pid: pid, Config: proc.Config{Cmd: "/bin/sh"}, Stdout: out, Stderr: errf, Stdin: in, Log: st, StartedAt: started})
 	if err != nil {
@@ -296,7 +296,7 @@ func TestAdoptContinuesLog(t *testing.T) {
 func TestAdoptExitWithReportAndLog(t *testing.T) {
 	f := newFixture(t)
 	st := &proc.LogState{}
-	st.Streams[proc.PTY] = proc.StreamLogState{Start: 0, End: 5, Data: []byte("$ ls\n")}
+	st.Streams[proc.PTY] = proc.StreamLogState{Start: 0, End: 5, Pieces: [][]byte{[]byte("$ ls\n")}}
 	rep := proc.ExitReport{Pid: 900010, Tag: "r", HasTag: true, ExitCode: -1, Signal: "SIGKILL", OOMKilled: true,
 		PeakMemory: 1 << 20, HasPeakMemory: true, PTYBytes: 5, Unavailable: []string{proc.FieldCPUUser, proc.FieldCPUSystem},
 		StartedAt: time.Unix(1700000000, 1), EndedAt: time.Unix(1700000001, 2)}
@@ -356,8 +356,8 @@ func TestFreezeWithAStuckSubscriber(t *testing.T) {
 	for fionread(t, live[0].Stdout) < 2 {
 		time.Sleep(time.Millisecond) // "6\n" waits in the pipe
 	}
-	if s := live[0].Log.Streams[proc.Stdout]; string(s.Data) != want || s.End != uint64(len(want)) {
-		t.Fatalf("exported %q, want %q", s.Data, want)
+	if s := live[0].Log.Streams[proc.Stdout]; string(bytes.Join(s.Pieces, nil)) != want || s.End != uint64(len(want)) {
+		t.Fatalf("exported %q, want %q", bytes.Join(s.Pieces, nil), want)
 	}
 	released := make(chan struct{})
 	go func() { release(); close(released) }()

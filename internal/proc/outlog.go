@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -245,10 +246,20 @@ type LogState struct {
 	Dropped uint64            // evicted, all streams
 }
 
-// StreamLogState is one stream of a LogState; Data is [Start, End).
+// StreamLogState is one stream of a LogState: Pieces hold [Start, End) in
+// order, each at most a chunk long, so each can become a segment of its own.
 type StreamLogState struct {
 	Start, End, Dropped uint64
-	Data                []byte
+	Pieces              [][]byte
+}
+
+// Len is the number of bytes in Pieces.
+func (s StreamLogState) Len() uint64 {
+	n := 0
+	for _, p := range s.Pieces {
+		n += len(p)
+	}
+	return uint64(n)
 }
 
 // export copies what the log holds.
@@ -258,22 +269,23 @@ func (l *outputLog) export() *LogState {
 	st := &LogState{Dropped: l.dropped}
 	for i := range l.streams {
 		s := &l.streams[i]
-		data := make([]byte, 0, s.end-s.start)
+		pieces := make([][]byte, 0, len(s.segs))
 		for _, seg := range s.segs {
-			data = append(data, seg.data...)
+			pieces = append(pieces, bytes.Clone(seg.data))
 		}
-		st.Streams[i] = StreamLogState{Start: s.start, End: s.end, Dropped: s.dropped, Data: data}
+		st.Streams[i] = StreamLogState{Start: s.start, End: s.end, Dropped: s.dropped, Pieces: pieces}
 	}
 	return st
 }
 
-// importOutputLog rebuilds an exported log. A state whose data does not
+// importOutputLog rebuilds an exported log, taking over st's bytes, which
+// nothing may modify afterwards. A state whose data does not
 // match its offsets is refused; one larger than this envd's limits is
 // evicted down to them, and the eviction is counted as drops as usual.
 func importOutputLog(st *LogState, limit int64, total *atomic.Int64, cap int64) (*outputLog, error) {
 	for i, s := range st.Streams {
-		if s.Start > s.End || uint64(len(s.Data)) != s.End-s.Start || s.Dropped > s.Start {
-			return nil, fmt.Errorf("output log stream %d: %d bytes for [%d, %d) with %d dropped", i, len(s.Data), s.Start, s.End, s.Dropped)
+		if s.Start > s.End || s.Len() != s.End-s.Start || s.Dropped > s.Start {
+			return nil, fmt.Errorf("output log stream %d: %d bytes for [%d, %d) with %d dropped", i, s.Len(), s.Start, s.End, s.Dropped)
 		}
 	}
 	l := newOutputLog(limit, total, cap)
@@ -282,15 +294,18 @@ func importOutputLog(st *LogState, limit int64, total *atomic.Int64, cap int64) 
 	for i, s := range st.Streams {
 		ls := &l.streams[i]
 		ls.start, ls.end, ls.dropped = s.Start, s.End, s.Dropped
-		// Segments exactly as long as their bytes: the log holds no more
-		// memory than the exporting one did, so no limit it kept within
-		// evicts anything here.
-		for b := s.Data; len(b) > 0; {
-			n := min(len(b), chunkSize)
-			seg := segment{data: append(make([]byte, 0, n), b[:n]...)}
-			ls.segs = append(ls.segs, seg)
-			l.grow(seg.cost())
-			b = b[n:]
+		// Each piece becomes a segment as it is (never appended to): no
+		// copy, and no more memory than the exporting log held, so no limit
+		// it kept within evicts here. An oversized piece (another writer's)
+		// is split; its parts then share one array.
+		for _, b := range s.Pieces {
+			for len(b) > 0 {
+				n := min(len(b), chunkSize)
+				seg := segment{data: b[:n:n]}
+				ls.segs = append(ls.segs, seg)
+				l.grow(seg.cost())
+				b = b[n:]
+			}
 		}
 	}
 	l.dropped = st.Dropped

@@ -17,8 +17,8 @@ func TestOutputLogExportImport(t *testing.T) {
 	l.append(Stderr, Chunk{Data: []byte("err")})
 	st := l.export()
 	wantOut, r := logged(l, Stdout, 0)
-	if r.Dropped == 0 || st.Streams[Stdout].Start != r.Offset || st.Streams[Stdout].End != 200_000 || !bytes.Equal(st.Streams[Stdout].Data, wantOut) {
-		t.Fatalf("export: stdout [%d, %d) %d bytes; log dropped %d", st.Streams[Stdout].Start, st.Streams[Stdout].End, len(st.Streams[Stdout].Data), r.Dropped)
+	if r.Dropped == 0 || st.Streams[Stdout].Start != r.Offset || st.Streams[Stdout].End != 200_000 || !bytes.Equal(bytes.Join(st.Streams[Stdout].Pieces, nil), wantOut) {
+		t.Fatalf("export: stdout [%d, %d) %d bytes; log dropped %d", st.Streams[Stdout].Start, st.Streams[Stdout].End, st.Streams[Stdout].Len(), r.Dropped)
 	}
 
 	var total2 atomic.Int64
@@ -72,9 +72,9 @@ func TestOutputLogExportImport(t *testing.T) {
 func TestOutputLogImportRefusesInconsistent(t *testing.T) {
 	var total atomic.Int64
 	for _, s := range []StreamLogState{
-		{Start: 0, End: 5, Data: []byte("abc")},
+		{Start: 0, End: 5, Pieces: [][]byte{[]byte("abc")}},
 		{Start: 6, End: 5},
-		{Start: 2, End: 3, Dropped: 3, Data: []byte("x")},
+		{Start: 2, End: 3, Dropped: 3, Pieces: [][]byte{[]byte("x")}},
 	} {
 		st := &LogState{}
 		st.Streams[Stderr] = s

@@ -190,7 +190,7 @@ func outputLog(l *proc.LogState) *upb.OutputLog {
 		return nil
 	}
 	st := func(s proc.StreamLogState) *upb.OutputStreamLog {
-		return &upb.OutputStreamLog{Start: s.Start, End: s.End, Dropped: s.Dropped, Data: s.Data}
+		return &upb.OutputStreamLog{Start: s.Start, End: s.End, Dropped: s.Dropped, Data: s.Pieces}
 	}
 	return &upb.OutputLog{
 		Stdout: st(l.Streams[proc.Stdout]), Stderr: st(l.Streams[proc.Stderr]), Pty: st(l.Streams[proc.PTY]),
@@ -204,7 +204,7 @@ func logState(m *upb.OutputLog) *proc.LogState {
 	}
 	l := &proc.LogState{Dropped: m.GetDropped()}
 	for i, s := range []*upb.OutputStreamLog{m.GetStdout(), m.GetStderr(), m.GetPty()} {
-		l.Streams[i] = proc.StreamLogState{Start: s.GetStart(), End: s.GetEnd(), Dropped: s.GetDropped(), Data: s.GetData()}
+		l.Streams[i] = proc.StreamLogState{Start: s.GetStart(), End: s.GetEnd(), Dropped: s.GetDropped(), Pieces: s.GetData()}
 	}
 	return l
 }

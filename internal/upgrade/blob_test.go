@@ -43,7 +43,7 @@ func sampleState() State {
 
 func sampleLog(s proc.Stream, start uint64, data string, dropped uint64) *proc.LogState {
 	l := &proc.LogState{Dropped: dropped}
-	l.Streams[s] = proc.StreamLogState{Start: start, End: start + uint64(len(data)), Dropped: dropped, Data: []byte(data)}
+	l.Streams[s] = proc.StreamLogState{Start: start, End: start + uint64(len(data)), Dropped: dropped, Pieces: [][]byte{[]byte(data)}}
 	return l
 }
 

@@ -552,11 +552,12 @@ func (x *OutputLog) GetDropped() uint64 {
 
 type OutputStreamLog struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Offset of the first kept byte; data holds [start, end).
-	Start         uint64 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
-	End           uint64 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
-	Dropped       uint64 `protobuf:"varint,3,opt,name=dropped,proto3" json:"dropped,omitempty"`
-	Data          []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	// Offset of the first kept byte; data holds [start, end) in order, in
+	// pieces of at most 256 KiB (the log's segments).
+	Start         uint64   `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	End           uint64   `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	Dropped       uint64   `protobuf:"varint,3,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	Data          [][]byte `protobuf:"bytes,4,rep,name=data,proto3" json:"data,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -612,7 +613,7 @@ func (x *OutputStreamLog) GetDropped() uint64 {
 	return 0
 }
 
-func (x *OutputStreamLog) GetData() []byte {
+func (x *OutputStreamLog) GetData() [][]byte {
 	if x != nil {
 		return x.Data
 	}
@@ -882,7 +883,7 @@ const file_upgrade_handover_proto_rawDesc = "" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x18\n" +
 	"\adropped\x18\x03 \x01(\x04R\adropped\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"\xc5\x01\n" +
+	"\x04data\x18\x04 \x03(\fR\x04data\"\xc5\x01\n" +
 	"\x0fHandoverWatcher\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1c\n" +
