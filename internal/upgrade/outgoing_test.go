@@ -208,6 +208,10 @@ func TestUpgradeExecFailureUndoes(t *testing.T) {
 				if p.TimeoutMS <= 0 || p.TimeoutMS > time.Hour.Milliseconds() {
 					t.Errorf("timeout %d", p.TimeoutMS)
 				}
+				// envd's additions: the (empty) output log and the start time.
+				if p.Log == nil || p.StartedAt.IsZero() {
+					t.Errorf("pid %d carries log %v, start %v", p.Pid, p.Log, p.StartedAt)
+				}
 				for _, s := range slots {
 					flags, err := unix.FcntlInt(uintptr(s), unix.F_GETFD, 0)
 					if s < SlotBase || err != nil || flags&unix.FD_CLOEXEC != 0 {
