@@ -1,6 +1,8 @@
 package proc
 
 import (
+	"bytes"
+	"fmt"
 	"sync"
 	"sync/atomic"
 )
@@ -234,4 +236,81 @@ func (p *Process) ReadOutput(s Stream, offset uint64, maxBytes int) (LogRead, er
 		return LogRead{}, errorf(ErrOutOfRange, "offset %d is beyond the %d bytes written", offset, r.End)
 	}
 	return r, nil
+}
+
+// LogState is an output log as it crosses a live upgrade (§18.1): per
+// stream, the kept bytes with their offsets, so that the next image answers
+// reads with the same offsets and gaps.
+type LogState struct {
+	Streams [3]StreamLogState // by Stream
+	Dropped uint64            // evicted, all streams
+}
+
+// StreamLogState is one stream of a LogState: Pieces hold [Start, End) in
+// order, each at most a chunk long, so each can become a segment of its own.
+type StreamLogState struct {
+	Start, End, Dropped uint64
+	Pieces              [][]byte
+}
+
+// Len is the number of bytes in Pieces.
+func (s StreamLogState) Len() uint64 {
+	n := 0
+	for _, p := range s.Pieces {
+		n += len(p)
+	}
+	return uint64(n)
+}
+
+// export copies what the log holds.
+func (l *outputLog) export() *LogState {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := &LogState{Dropped: l.dropped}
+	for i := range l.streams {
+		s := &l.streams[i]
+		pieces := make([][]byte, 0, len(s.segs))
+		for _, seg := range s.segs {
+			pieces = append(pieces, bytes.Clone(seg.data))
+		}
+		st.Streams[i] = StreamLogState{Start: s.start, End: s.end, Dropped: s.dropped, Pieces: pieces}
+	}
+	return st
+}
+
+// importOutputLog rebuilds an exported log, taking over st's bytes, which
+// nothing may modify afterwards. A state whose data does not
+// match its offsets is refused; one larger than this envd's limits is
+// evicted down to them, and the eviction is counted as drops as usual.
+func importOutputLog(st *LogState, limit int64, total *atomic.Int64, cap int64) (*outputLog, error) {
+	for i, s := range st.Streams {
+		if s.Start > s.End || s.Len() != s.End-s.Start || s.Dropped > s.Start {
+			return nil, fmt.Errorf("output log stream %d: %d bytes for [%d, %d) with %d dropped", i, s.Len(), s.Start, s.End, s.Dropped)
+		}
+	}
+	l := newOutputLog(limit, total, cap)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, s := range st.Streams {
+		ls := &l.streams[i]
+		ls.start, ls.end, ls.dropped = s.Start, s.End, s.Dropped
+		// Each piece becomes a segment as it is (never appended to): no
+		// copy, and no more memory than the exporting log held, so no limit
+		// it kept within evicts here. An oversized piece (another writer's)
+		// is split; its parts then share one array.
+		for _, b := range s.Pieces {
+			for len(b) > 0 {
+				n := min(len(b), chunkSize)
+				seg := segment{data: b[:n:n]}
+				ls.segs = append(ls.segs, seg)
+				l.grow(seg.cost())
+				b = b[n:]
+			}
+		}
+	}
+	l.dropped = st.Dropped
+	for l.mem > l.limit || (l.total.Load() > l.cap && l.mem > 0) {
+		l.evictLocked()
+	}
+	return l, nil
 }

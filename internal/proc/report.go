@@ -121,3 +121,13 @@ func (m *Manager) Retained() int {
 	m.pruneLocked()
 	return len(m.procs)
 }
+
+// reportOfResult is the exit report of a retained exit carried without one
+// (from E2B's envd, which keeps no reports): only the end event is known.
+func reportOfResult(r Result) ExitReport {
+	rep := ExitReport{ExitCode: r.ExitCode, Unavailable: []string{FieldOOMKilled, FieldPeakMemory, FieldCPUUser, FieldCPUSystem}}
+	if !r.Exited {
+		rep.ExitCode = -1
+	}
+	return rep
+}

@@ -3,9 +3,11 @@ package upgrade
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	epb "github.com/envd-dev/envd/internal/gen/envd/v1"
 	pb "github.com/envd-dev/envd/internal/gen/process"
 	upb "github.com/envd-dev/envd/internal/gen/upgrade"
 	"github.com/envd-dev/envd/internal/proc"
@@ -38,6 +40,10 @@ type Proc struct {
 	Config                     proc.Config
 	Stdout, Stderr, Stdin, TTY int
 	TimeoutMS                  int64 // 0: none
+	// envd's additions (field 1001, unknown to E2B's envd): absent in an
+	// E2B blob, where the log starts at the swap and the start is unknown.
+	StartedAt time.Time
+	Log       *proc.LogState
 }
 
 // Exit is a retained exit.
@@ -47,6 +53,10 @@ type Exit struct {
 	HasTag      bool
 	Result      proc.Result
 	RemainingMS int64
+	// envd's additions, as in Proc; Report nil in an E2B blob.
+	Report *proc.ExitReport
+	Log    *proc.LogState
+	PTY    bool
 }
 
 // Forward is a port forward of E2B's socat-based forwarder. envd forwards
@@ -74,6 +84,7 @@ func Encode(s State) ([]byte, error) {
 			Pid: uint32(p.Pid), Tag: p.Tag, HasTag: p.HasTag, CgType: p.CgType, Config: c,
 			StdoutFd: int32(p.Stdout), StderrFd: int32(p.Stderr), StdinFd: int32(p.Stdin), TtyFd: int32(p.TTY),
 			TimeoutMs: p.TimeoutMS,
+			Envd:      envdProc(p),
 		})
 	}
 	for _, e := range s.Exits {
@@ -83,6 +94,7 @@ func Encode(s State) ([]byte, error) {
 		}
 		m.Terminated = append(m.Terminated, &upb.HandoverExit{
 			Pid: uint32(e.Pid), Tag: e.Tag, HasTag: e.HasTag, End: end, RemainingMs: e.RemainingMS,
+			Envd: envdExit(e),
 		})
 	}
 	for _, w := range s.Watchers {
@@ -123,6 +135,8 @@ func Decode(b []byte) (State, error) {
 			Config: proc.Config{Cmd: c.GetCmd(), Args: c.GetArgs(), Envs: c.GetEnvs(), Cwd: c.Cwd},
 			Stdout: int(p.GetStdoutFd()), Stderr: int(p.GetStderrFd()), Stdin: int(p.GetStdinFd()), TTY: int(p.GetTtyFd()),
 			TimeoutMS: p.GetTimeoutMs(),
+			StartedAt: fromUnixNS(p.GetEnvd().GetStartedAtUnixNs()),
+			Log:       logState(p.GetEnvd().GetOutput()),
 		})
 	}
 	for _, e := range m.GetTerminated() {
@@ -131,6 +145,9 @@ func Decode(b []byte) (State, error) {
 			Pid: int(e.GetPid()), Tag: e.GetTag(), HasTag: e.GetHasTag(),
 			Result:      proc.Result{ExitCode: int(end.GetExitCode()), Exited: end.GetExited(), Status: end.GetStatus(), Err: end.GetError()},
 			RemainingMS: e.GetRemainingMs(),
+			Report:      exitReport(e.GetEnvd()),
+			Log:         logState(e.GetEnvd().GetOutput()),
+			PTY:         e.GetEnvd().GetPty(),
 		})
 	}
 	for _, w := range m.GetWatchers() {
@@ -148,4 +165,126 @@ func Decode(b []byte) (State, error) {
 		})
 	}
 	return s, nil
+}
+
+func envdProc(p Proc) *upb.EnvdProc {
+	if p.Log == nil && p.StartedAt.IsZero() {
+		return nil
+	}
+	return &upb.EnvdProc{Output: outputLog(p.Log), StartedAtUnixNs: unixNS(p.StartedAt)}
+}
+
+func envdExit(e Exit) *upb.EnvdExit {
+	if e.Log == nil && e.Report == nil && !e.PTY {
+		return nil
+	}
+	m := &upb.EnvdExit{Output: outputLog(e.Log), Report: reportPB(e.Report), Pty: e.PTY}
+	if e.Report != nil {
+		m.StartedAtUnixNs, m.EndedAtUnixNs = unixNS(e.Report.StartedAt), unixNS(e.Report.EndedAt)
+	}
+	return m
+}
+
+func outputLog(l *proc.LogState) *upb.OutputLog {
+	if l == nil {
+		return nil
+	}
+	st := func(s proc.StreamLogState) *upb.OutputStreamLog {
+		return &upb.OutputStreamLog{Start: s.Start, End: s.End, Dropped: s.Dropped, Data: s.Pieces}
+	}
+	return &upb.OutputLog{
+		Stdout: st(l.Streams[proc.Stdout]), Stderr: st(l.Streams[proc.Stderr]), Pty: st(l.Streams[proc.PTY]),
+		Dropped: l.Dropped,
+	}
+}
+
+func logState(m *upb.OutputLog) *proc.LogState {
+	if m == nil {
+		return nil
+	}
+	l := &proc.LogState{Dropped: m.GetDropped()}
+	for i, s := range []*upb.OutputStreamLog{m.GetStdout(), m.GetStderr(), m.GetPty()} {
+		l.Streams[i] = proc.StreamLogState{Start: s.GetStart(), End: s.GetEnd(), Dropped: s.GetDropped(), Pieces: s.GetData()}
+	}
+	return l
+}
+
+// reportPB is envd.v1's wire form of an exit report.
+func reportPB(r *proc.ExitReport) *epb.ExitReport {
+	if r == nil {
+		return nil
+	}
+	m := &epb.ExitReport{
+		Pid: uint32(r.Pid), Tag: r.Tag, HasTag: r.HasTag, ExitCode: int32(r.ExitCode), Signal: r.Signal,
+		CoreDumped: r.CoreDumped, OomKilled: r.OOMKilled,
+		StartedAtUnixMs: unixMS(r.StartedAt), EndedAtUnixMs: unixMS(r.EndedAt),
+		StdoutBytes: r.StdoutBytes, StderrBytes: r.StderrBytes, PtyBytes: r.PTYBytes, DroppedBytes: r.DroppedBytes,
+		Unavailable: r.Unavailable,
+	}
+	if !r.StartedAt.IsZero() && !r.EndedAt.IsZero() {
+		m.WallUsec = uint64(max(r.EndedAt.Sub(r.StartedAt).Microseconds(), 0))
+	}
+	if r.HasPeakMemory {
+		m.PeakMemoryBytes = proto.Uint64(r.PeakMemory)
+	}
+	if r.HasCPU {
+		m.CpuUserUsec, m.CpuSystemUsec = proto.Uint64(r.CPUUserUsec), proto.Uint64(r.CPUSystemUsec)
+	}
+	return m
+}
+
+func exitReport(x *upb.EnvdExit) *proc.ExitReport {
+	m := x.GetReport()
+	if m == nil {
+		return nil
+	}
+	r := &proc.ExitReport{
+		Pid: int(m.GetPid()), Tag: m.GetTag(), HasTag: m.GetHasTag(), ExitCode: int(m.GetExitCode()), Signal: m.GetSignal(),
+		CoreDumped: m.GetCoreDumped(), OOMKilled: m.GetOomKilled(),
+		StartedAt: fromUnixMS(m.GetStartedAtUnixMs()), EndedAt: fromUnixMS(m.GetEndedAtUnixMs()),
+		StdoutBytes: m.GetStdoutBytes(), StderrBytes: m.GetStderrBytes(), PTYBytes: m.GetPtyBytes(), DroppedBytes: m.GetDroppedBytes(),
+		Unavailable: m.GetUnavailable(),
+	}
+	if ns := x.GetStartedAtUnixNs(); ns != 0 {
+		r.StartedAt = fromUnixNS(ns)
+	}
+	if ns := x.GetEndedAtUnixNs(); ns != 0 {
+		r.EndedAt = fromUnixNS(ns)
+	}
+	if m.PeakMemoryBytes != nil {
+		r.PeakMemory, r.HasPeakMemory = m.GetPeakMemoryBytes(), true
+	}
+	if m.CpuUserUsec != nil || m.CpuSystemUsec != nil {
+		r.CPUUserUsec, r.CPUSystemUsec, r.HasCPU = m.GetCpuUserUsec(), m.GetCpuSystemUsec(), true
+	}
+	return r
+}
+
+// unixMS, unixNS and their inverses keep the zero time as 0.
+func unixMS(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromUnixMS(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+func unixNS(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNS(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }

@@ -1,9 +1,12 @@
 package upgrade
 
 import (
+	"bytes"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -19,17 +22,121 @@ func sampleState() State {
 		FromVer: "0.7.0",
 		Procs: []Proc{
 			{Pid: 10, Tag: "t", HasTag: true, CgType: "user", Config: proc.Config{Cmd: "/bin/sh", Args: []string{"-c", "x"}, Envs: map[string]string{"A": "1"}, Cwd: &cwd},
-				Stdout: 200, Stderr: 201, Stdin: 202, TTY: -1, TimeoutMS: 1234},
+				Stdout: 200, Stderr: 201, Stdin: 202, TTY: -1, TimeoutMS: 1234,
+				StartedAt: time.Unix(1700000000, 987654321), Log: sampleLog(proc.Stdout, 100, "kept", 7)},
 			{Pid: 11, CgType: "pty", Config: proc.Config{Cmd: "bash"}, Stdout: -1, Stderr: -1, Stdin: -1, TTY: 208},
 		},
 		Exits: []Exit{
-			{Pid: 12, Tag: "done", HasTag: true, Result: proc.Result{ExitCode: 3, Exited: true, Status: "exit status 3", Err: "exit status 3"}, RemainingMS: 29000},
+			{Pid: 12, Tag: "done", HasTag: true, Result: proc.Result{ExitCode: 3, Exited: true, Status: "exit status 3", Err: "exit status 3"}, RemainingMS: 29000,
+				Report: &proc.ExitReport{Pid: 12, Tag: "done", HasTag: true, ExitCode: 3, PeakMemory: 4096, HasPeakMemory: true,
+					StartedAt: time.Unix(1700000000, 1001), EndedAt: time.Unix(1700000002, 999), PTYBytes: 5, DroppedBytes: 0,
+					Unavailable: []string{proc.FieldOOMKilled, proc.FieldCPUUser, proc.FieldCPUSystem}},
+				Log: sampleLog(proc.PTY, 0, "$ ls\n", 0), PTY: true},
 			{Pid: 13, Result: proc.Result{ExitCode: 0, Exited: true, Status: "exit status 0"}, RemainingMS: 5},
 		},
 		Watchers: []Watcher{{ID: "wabc", Path: "/tmp/w", Recursive: true, IncludeEntry: true,
 			Pending: []*Event{{Name: "f", Type: filesystem.EventType_EVENT_TYPE_CREATE}}}},
 		Mounts:   []Mount{{Path: "/mnt/v", LifecycleID: "L1"}},
 		Forwards: []Forward{{Key: "7-8080", Port: 8080, ListenerPid: 7, Family: 4, SocatPid: 99}},
+	}
+}
+
+func sampleLog(s proc.Stream, start uint64, data string, dropped uint64) *proc.LogState {
+	l := &proc.LogState{Dropped: dropped}
+	l.Streams[s] = proc.StreamLogState{Start: start, End: start + uint64(len(data)), Dropped: dropped, Pieces: [][]byte{[]byte(data)}}
+	return l
+}
+
+// withoutEnvd is s as E2B's envd sees it: none of envd's additions.
+func withoutEnvd(s State) State {
+	s.Procs, s.Exits = slices.Clone(s.Procs), slices.Clone(s.Exits)
+	for i := range s.Procs {
+		s.Procs[i].StartedAt, s.Procs[i].Log = time.Time{}, nil
+	}
+	for i := range s.Exits {
+		s.Exits[i].Report, s.Exits[i].Log, s.Exits[i].PTY = nil, nil, false
+	}
+	return s
+}
+
+// stripField removes every occurrence of field n from one message level.
+func stripField(t *testing.T, b []byte, n protowire.Number) []byte {
+	t.Helper()
+	var out []byte
+	for len(b) > 0 {
+		num, typ, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			t.Fatal(protowire.ParseError(l))
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[l:])
+		if m < 0 {
+			t.Fatal(protowire.ParseError(m))
+		}
+		if num != n {
+			out = append(out, b[:l+m]...)
+		}
+		b = b[l+m:]
+	}
+	return out
+}
+
+// envd's additions live only in field 1001 of HandoverProc and
+// HandoverExit, numbers E2B's schema does not use, and never raise the
+// schema: a decoder without them (E2B's, which skips unknown fields) reads
+// exactly the blob E2B's fields describe, and such a blob (E2B's) decodes
+// in ours with the logs absent.
+func TestBlobEnvdFieldsAreSeparable(t *testing.T) {
+	in := sampleState()
+	ours, err := Encode(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, _ := Encode(withoutEnvd(in))
+	top := fieldsOf(t, ours)
+	for n := range top {
+		if n > 8 {
+			t.Fatalf("top-level field %d in our blob", n)
+		}
+	}
+	var e2b []byte
+	additions := 0
+	for _, f := range []struct {
+		n    protowire.Number
+		vals [][]byte
+	}{{1, top[1]}, {2, top[2]}, {3, top[3]}, {4, top[4]}, {5, top[5]}, {6, top[6]}, {7, top[7]}, {8, top[8]}} {
+		for _, v := range f.vals {
+			typ := protowire.BytesType
+			if f.n == 1 {
+				typ = protowire.VarintType
+				e2b = protowire.AppendTag(e2b, f.n, typ)
+				e2b = append(e2b, v...)
+				continue
+			}
+			if f.n == 3 || f.n == 4 {
+				additions += len(fieldsOf(t, v)[1001])
+				v = stripField(t, v, 1001)
+			}
+			e2b = protowire.AppendBytes(protowire.AppendTag(e2b, f.n, typ), v)
+		}
+	}
+	if additions != 2 { // one process, one exit
+		t.Fatalf("%d envd additions in the blob, want 2", additions)
+	}
+	if !bytes.Equal(e2b, plain) {
+		t.Fatal("our blob without field 1001 is not the blob of E2B's fields")
+	}
+	st, err := Decode(e2b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := withoutEnvd(in)
+	want.Schema = 1
+	st.Watchers[0].Pending, want.Watchers[0].Pending = nil, nil
+	if !reflect.DeepEqual(st, want) {
+		t.Fatalf("E2B's view\n got %+v\nwant %+v", st, want)
+	}
+	if st, _ := Decode(ours); st.Schema != 1 {
+		t.Fatalf("envd's additions raised the schema to %d", st.Schema)
 	}
 }
 

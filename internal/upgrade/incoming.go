@@ -85,10 +85,14 @@ func (r *Restorer) Restore() (rep Report, adopted []Adopted, thaw bool) {
 	// 3. Retained exits.
 	rep.Retained = len(st.Exits)
 	for _, e := range st.Exits {
-		err := r.Procs.AdoptExit(proc.ExportedExit{
+		x := proc.ExportedExit{
 			Pid: e.Pid, Tag: e.Tag, HasTag: e.HasTag, Result: e.Result,
-			Remaining: time.Duration(e.RemainingMS) * time.Millisecond,
-		})
+			Remaining: time.Duration(e.RemainingMS) * time.Millisecond, Log: e.Log, PTY: e.PTY,
+		}
+		if e.Report != nil {
+			x.Report, x.HasReport = *e.Report, true
+		}
+		err := r.Procs.AdoptExit(x)
 		if err != nil {
 			rep.RetainedFailed++
 			r.log().Warn("handover: retained exit not restored", "pid", e.Pid, "err", err)
@@ -146,7 +150,7 @@ func decodeSafely(b []byte) (st State, err error) {
 }
 
 func (r *Restorer) adopt(p Proc) (*proc.Process, error) {
-	a := proc.Adoption{Pid: p.Pid, Tag: p.Tag, HasTag: p.HasTag, Config: p.Config}
+	a := proc.Adoption{Pid: p.Pid, Tag: p.Tag, HasTag: p.HasTag, Config: p.Config, StartedAt: p.StartedAt, Log: p.Log}
 	var err error
 	for _, s := range []struct {
 		slot int

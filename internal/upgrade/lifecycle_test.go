@@ -3,12 +3,14 @@ package upgrade
 import (
 	"testing"
 	"time"
+
+	"github.com/envd-dev/envd/internal/freeze"
 )
 
-func frozenCgroups(t *testing.T) (*CgroupFreezer, string) {
+func frozenCgroups(t *testing.T) (*freeze.Freezer, string) {
 	t.Helper()
 	root := testCgroups(t, "user", "ptys")
-	fr := &CgroupFreezer{Root: root, Groups: []string{"user", "ptys"}}
+	fr := freeze.New(freeze.Config{Root: root})
 	fr.Lock()
 	err := fr.FreezeLocked(10 * time.Second)
 	fr.Unlock()

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	epb "github.com/envd-dev/envd/internal/gen/envd/v1"
 	"github.com/envd-dev/envd/internal/gen/filesystem"
 	"github.com/envd-dev/envd/internal/gen/filesystem/filesystemconnect"
 	pb "github.com/envd-dev/envd/internal/gen/process"
@@ -436,7 +437,9 @@ func TestLiveUpgrade(t *testing.T) {
 	bin := buildEnvd(t, t.TempDir())
 	// The -cmd start command is re-adopted, never started a second time.
 	const startCmd = "exec sleep 1000"
-	s := startSandbox(t, bin, sandboxOpts{args: []string{"-cmd", startCmd}})
+	// A log limit small enough for one process to overflow it.
+	const logLimit = 1 << 20
+	s := startSandbox(t, bin, sandboxOpts{args: []string{"-cmd", startCmd, "-output-log-size", strconv.Itoa(logLimit)}})
 	pc := s.procs()
 
 	// Before any /init: 409, nothing staged.
@@ -463,12 +466,39 @@ func TestLiveUpgrade(t *testing.T) {
 	sendPTY(t, pc, ptyPid, "echo pty-$((40+2))\n")
 	ptyOld.until(t, "pty-42")
 	done, _ := startProc(t, pc, ctx, &pb.StartRequest{
-		Process: &pb.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", "exit 3"}},
+		Process: &pb.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", "echo done-out; exit 3"}},
 		Tag:     ptr("done"),
 	})
 	if end := done.end(t); end.GetExitCode() != 3 {
 		t.Fatalf("exit: %v", end)
 	}
+	// Output carried in the log: a writer that never stops, one that
+	// overflowed its log (a gap), and the retained exit's.
+	_, writerPid := startProc(t, pc, ctx, &pb.StartRequest{
+		Process: &pb.ProcessConfig{Cmd: "/bin/bash", Args: []string{"-c", writerScript}},
+		Tag:     ptr("writer"),
+	})
+	s.unfreezable(t, writerPid)
+	s.waitWriter(t, time.Now())
+	const seqN = 300000
+	seq := seqOutput(seqN)
+	startProc(t, pc, ctx, &pb.StartRequest{
+		Process: &pb.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", "seq 1 " + strconv.Itoa(seqN) + "; exec sleep 1000"}},
+		Tag:     ptr("gap"),
+	})
+	for tr := s.readLog(t, ref("gap"), epb.OutputStream_OUTPUT_STREAM_STDOUT); tr.end < uint64(len(seq)); tr = s.readLog(t, ref("gap"), epb.OutputStream_OUTPUT_STREAM_STDOUT) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	gap0 := s.readLog(t, ref("gap"), epb.OutputStream_OUTPUT_STREAM_STDOUT)
+	if len(gap0.gaps) != 1 || gap0.start == 0 || gap0.gaps[0] != fmt.Sprintf("0+%d", gap0.start) || !bytes.Equal(gap0.data, seq[gap0.start:]) || len(gap0.data) > logLimit {
+		t.Fatalf("overflowed log: gaps %v, %d bytes from %d of %d", gap0.gaps, len(gap0.data), gap0.start, len(seq))
+	}
+	done0 := s.readLog(t, ref("done"), epb.OutputStream_OUTPUT_STREAM_STDOUT)
+	doneReport := s.exitReport(t, "done")
+	if string(done0.data) != "done-out\n" || done0.exit == nil || doneReport.GetExitCode() != 3 || doneReport.GetStdoutBytes() != 9 || !proto.Equal(done0.exit, doneReport) {
+		t.Fatalf("retained exit: output %q, report %v / %v", done0.data, done0.exit, doneReport)
+	}
+
 	fc := s.files()
 	watched := filepath.Join(s.dir, "watched")
 	if err := os.Mkdir(watched, 0o755); err != nil {
@@ -509,6 +539,8 @@ func TestLiveUpgrade(t *testing.T) {
 	sendStdin(t, pc, pipePid, "still-here")
 	sendStdin(t, pc, pipePid, "\n")
 	pipeOld.until(t, "got:still-here")
+	// The aborted handover stopped and restarted the output readers.
+	s.waitWriter(t, time.Now())
 
 	// A process with a lifetime (Connect-Timeout-Ms): what is left of it
 	// must count from the thaw, not run out while the workload is frozen.
@@ -518,9 +550,19 @@ func TestLiveUpgrade(t *testing.T) {
 	timedStart := time.Now()
 	startProc(t, pc, tctx, &pb.StartRequest{Process: &pb.ProcessConfig{Cmd: "/bin/sleep", Args: []string{"1000"}}, Tag: ptr("timed")})
 
+	// The logs as the old image has them.
+	writer0 := s.waitWriter(t, time.Now())
+	pty0 := s.readLog(t, ref("term"), epb.OutputStream_OUTPUT_STREAM_PTY)
+	pipe0 := s.readLog(t, ref("pipe"), epb.OutputStream_OUTPUT_STREAM_STDOUT)
+	if !bytes.Contains(pty0.data, []byte("pty-42")) || string(pipe0.data) != "got:still-here\n" {
+		t.Fatalf("logs before the swap: pty %q, pipe %q", pty0.data, pipe0.data)
+	}
+
 	// The swap. Success has no response: the connection just closes.
 	oldPid := s.envdPid()
+	swapStart := time.Now()
 	s.swap(bin)
+	swapEnd := time.Now() // the new image answers /health
 	for _, old := range []*stream{pipeOld, ptyOld} {
 		for range old.events {
 		}
@@ -556,7 +598,8 @@ func TestLiveUpgrade(t *testing.T) {
 	}
 	time.Sleep(time.Until(timedStart.Add(lifetime + 500*time.Millisecond))) // past the lifetime, still frozen
 	r := s.mustPost("/init", "", http.StatusNoContent)
-	want := `{"failed":false,"procs":4,"procs_failed":0,"retained":1,"retained_failed":0,"watchers":2,"watchers_failed":0}`
+	initDone := time.Now()
+	want := `{"failed":false,"procs":6,"procs_failed":0,"retained":1,"retained_failed":0,"watchers":2,"watchers_failed":0}`
 	if got := r.Header.Get("X-Envd-Handover"); got != want {
 		t.Fatalf("X-Envd-Handover %s, want %s", got, want)
 	}
@@ -575,7 +618,7 @@ func TestLiveUpgrade(t *testing.T) {
 	var tags []string
 	for _, p := range list.GetProcesses() {
 		line := fmt.Sprintf("%d:%s:%s:%q", p.GetPid(), p.GetTag(), p.GetConfig().GetCmd(), p.GetConfig().GetArgs())
-		if p.GetTag() == "timed" || p.GetTag() == "startCmd" {
+		if p.GetTag() == "timed" || p.GetTag() == "startCmd" || p.GetTag() == "gap" {
 			line = line[strings.Index(line, ":")+1:]
 		}
 		tags = append(tags, line)
@@ -585,12 +628,43 @@ func TestLiveUpgrade(t *testing.T) {
 		fmt.Sprintf("%d:pipe:/bin/sh:%q", pipePid, []string{"-c", "while read l; do echo got:$l; done"}),
 		fmt.Sprintf("%d:term:/bin/sh:%q", ptyPid, []string(nil)),
 		"timed:/bin/sleep:[\"1000\"]",
+		fmt.Sprintf("%d:writer:/bin/bash:%q", writerPid, []string{"-c", writerScript}),
+		fmt.Sprintf("gap:/bin/sh:%q", []string{"-c", "seq 1 " + strconv.Itoa(seqN) + "; exec sleep 1000"}),
 		fmt.Sprintf("startCmd:/bin/bash:%q", []string{"-l", "-c", startCmd}),
 	}
 	slices.Sort(wantTags)
 	if !slices.Equal(tags, wantTags) {
 		t.Fatalf("List after the upgrade %v, want %v", tags, wantTags)
 	}
+
+	// The logs: everything from offset 0 at the same offsets, the gap as
+	// it was, what the writer printed during the swap (it sat in the pipe
+	// while nobody read it) once, and what it printed after.
+	writer1 := s.waitWriter(t, initDone)
+	writer0.continuedBy(t, "writer", writer1)
+	during, frozen := 0, 0
+	for _, st := range writerLines(t, writer1.data) {
+		if st.After(swapStart) && st.Before(swapEnd) {
+			during++
+		}
+		if st.After(swapEnd) && st.Before(initDone) {
+			frozen++
+		}
+	}
+	if during == 0 || frozen == 0 {
+		t.Fatalf("the writer logged %d lines printed during the swap, %d while the workload was frozen after it", during, frozen)
+	}
+	gap1 := s.readLog(t, ref("gap"), epb.OutputStream_OUTPUT_STREAM_STDOUT)
+	gap0.continuedBy(t, "overflowed log", gap1)
+	if len(gap1.data) != len(gap0.data) {
+		t.Fatalf("overflowed log: %d bytes after the swap, %d before", len(gap1.data), len(gap0.data))
+	}
+	pty0.continuedBy(t, "pty", s.readLog(t, ref("term"), epb.OutputStream_OUTPUT_STREAM_PTY))
+	pipe0.continuedBy(t, "pipe", s.readLog(t, ref("pipe"), epb.OutputStream_OUTPUT_STREAM_STDOUT))
+	done1 := s.readLog(t, ref("done"), epb.OutputStream_OUTPUT_STREAM_STDOUT)
+	done0.continuedBy(t, "retained exit", done1)
+	sameReport(t, "retained exit's Read", doneReport, done1.exit)
+	sameReport(t, "retained exit's Wait", doneReport, s.exitReport(t, "done"))
 
 	// The pipe process, by tag: output and input.
 	pipe, pid := connectProc(t, pc, ctx, byTag("pipe"))
@@ -645,12 +719,14 @@ func TestLiveUpgrade(t *testing.T) {
 		t.Fatalf("command line after two upgrades %q", cmdline)
 	}
 	r = s.mustPost("/init", "", http.StatusNoContent)
-	want = `{"failed":false,"procs":3,"procs_failed":0,"retained":2,"retained_failed":0,"watchers":2,"watchers_failed":0}`
+	writer1.continuedBy(t, "writer after the second upgrade", s.waitWriter(t, time.Now()))
+	sameReport(t, "retained exit after the second upgrade", doneReport, s.exitReport(t, "done"))
+	want = `{"failed":false,"procs":5,"procs_failed":0,"retained":2,"retained_failed":0,"watchers":2,"watchers_failed":0}`
 	if got := r.Header.Get("X-Envd-Handover"); got != want {
 		t.Fatalf("X-Envd-Handover after the second upgrade %s, want %s", got, want)
 	}
 	list, err = pc.List(t.Context(), &pb.ListRequest{})
-	if err != nil || len(list.GetProcesses()) != 3 {
+	if err != nil || len(list.GetProcesses()) != 5 {
 		t.Fatalf("List after the second upgrade: %v %v", list, err)
 	}
 	pipe, _ = connectProc(t, pc, ctx, byPid(pipePid))

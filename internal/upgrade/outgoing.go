@@ -102,7 +102,7 @@ func (u *Upgrader) Upgrade(target string) error {
 	})
 	for i, p := range live {
 		base := SlotBase + slotStride*i
-		hp := Proc{Pid: p.Pid, Tag: p.Tag, HasTag: p.HasTag, Config: p.Config, CgType: "user"}
+		hp := Proc{Pid: p.Pid, Tag: p.Tag, HasTag: p.HasTag, Config: p.Config, CgType: "user", StartedAt: p.StartedAt, Log: p.Log}
 		if p.PTY {
 			hp.CgType = "pty"
 		}
@@ -128,7 +128,11 @@ func (u *Upgrader) Upgrade(target string) error {
 	// 6. Retained exits that still have time left.
 	for _, e := range exits {
 		if ms := e.Remaining.Milliseconds(); ms > 0 {
-			st.Exits = append(st.Exits, Exit{Pid: e.Pid, Tag: e.Tag, HasTag: e.HasTag, Result: e.Result, RemainingMS: ms})
+			x := Exit{Pid: e.Pid, Tag: e.Tag, HasTag: e.HasTag, Result: e.Result, RemainingMS: ms, Log: e.Log, PTY: e.PTY}
+			if e.HasReport {
+				x.Report = &e.Report
+			}
+			st.Exits = append(st.Exits, x)
 		}
 	}
 

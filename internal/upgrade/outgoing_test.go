@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/envd-dev/envd/internal/execenv"
+	"github.com/envd-dev/envd/internal/freeze"
 	"github.com/envd-dev/envd/internal/proc"
 	"github.com/envd-dev/envd/internal/reaper"
 )
@@ -121,7 +122,7 @@ func startSleep(t *testing.T, m *proc.Manager, pty bool) *proc.Process {
 // anything is touched: no exec, thawed, every lock free again.
 func TestUpgradeAbortsWhenNotFrozen(t *testing.T) {
 	root := testCgroups(t, "user") // "ptys" is missing: its freeze fails
-	fr := &CgroupFreezer{Root: root, Groups: []string{"user", "ptys"}}
+	fr := freeze.New(freeze.Config{Root: root})
 	m := testManager(t)
 	startSleep(t, m, false)
 	u := &Upgrader{
@@ -140,10 +141,9 @@ func TestUpgradeAbortsWhenNotFrozen(t *testing.T) {
 	if got := freezeOf(t, root, "user"); got != "0" {
 		t.Fatalf("user cgroup.freeze %s after the abort", got)
 	}
-	if !fr.mu.TryLock() {
-		t.Fatal("freezer lock still held")
-	}
-	fr.mu.Unlock()
+	// A lock still held hangs here until the test binary's timeout.
+	fr.Lock()
+	fr.Unlock()
 	if _, err := os.Stat(u.BlobPath); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("blob written by an aborted handover: %v", err)
 	}
@@ -154,7 +154,7 @@ func TestUpgradeAbortsWhenNotFrozen(t *testing.T) {
 // inheritable on their slots; when the exec fails everything is undone.
 func TestUpgradeExecFailureUndoes(t *testing.T) {
 	root := testCgroups(t, "user", "ptys")
-	fr := &CgroupFreezer{Root: root, Groups: []string{"user", "ptys"}}
+	fr := freeze.New(freeze.Config{Root: root})
 	m := testManager(t)
 	pipe := startSleep(t, m, false)
 	pty := startSleep(t, m, true)
@@ -207,6 +207,10 @@ func TestUpgradeExecFailureUndoes(t *testing.T) {
 				}
 				if p.TimeoutMS <= 0 || p.TimeoutMS > time.Hour.Milliseconds() {
 					t.Errorf("timeout %d", p.TimeoutMS)
+				}
+				// envd's additions: the (empty) output log and the start time.
+				if p.Log == nil || p.StartedAt.IsZero() {
+					t.Errorf("pid %d carries log %v, start %v", p.Pid, p.Log, p.StartedAt)
 				}
 				for _, s := range slots {
 					flags, err := unix.FcntlInt(uintptr(s), unix.F_GETFD, 0)

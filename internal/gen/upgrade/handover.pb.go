@@ -12,6 +12,7 @@
 package upgrade
 
 import (
+	v1 "github.com/envd-dev/envd/internal/gen/envd/v1"
 	filesystem "github.com/envd-dev/envd/internal/gen/filesystem"
 	process "github.com/envd-dev/envd/internal/gen/process"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -144,7 +145,11 @@ type HandoverProc struct {
 	StdinFd  int32 `protobuf:"varint,8,opt,name=stdin_fd,json=stdinFd,proto3" json:"stdin_fd,omitempty"`
 	TtyFd    int32 `protobuf:"varint,9,opt,name=tty_fd,json=ttyFd,proto3" json:"tty_fd,omitempty"`
 	// Remaining lifetime; 0 = none.
-	TimeoutMs     int64 `protobuf:"varint,10,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	TimeoutMs int64 `protobuf:"varint,10,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// envd's own additions, in a field range E2B's schema does not use: its
+	// envd skips them as unknown fields, and a blob without them (E2B's)
+	// restores everything else. They never raise the schema.
+	Envd          *EnvdProc `protobuf:"bytes,1001,opt,name=envd,proto3" json:"envd,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -249,6 +254,13 @@ func (x *HandoverProc) GetTimeoutMs() int64 {
 	return 0
 }
 
+func (x *HandoverProc) GetEnvd() *EnvdProc {
+	if x != nil {
+		return x.Envd
+	}
+	return nil
+}
+
 type HandoverExit struct {
 	state  protoimpl.MessageState         `protogen:"open.v1"`
 	Pid    uint32                         `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
@@ -256,7 +268,9 @@ type HandoverExit struct {
 	HasTag bool                           `protobuf:"varint,3,opt,name=has_tag,json=hasTag,proto3" json:"has_tag,omitempty"`
 	End    *process.ProcessEvent_EndEvent `protobuf:"bytes,4,opt,name=end,proto3" json:"end,omitempty"`
 	// Retention time left.
-	RemainingMs   int64 `protobuf:"varint,5,opt,name=remaining_ms,json=remainingMs,proto3" json:"remaining_ms,omitempty"`
+	RemainingMs int64 `protobuf:"varint,5,opt,name=remaining_ms,json=remainingMs,proto3" json:"remaining_ms,omitempty"`
+	// envd's own addition, as in HandoverProc.
+	Envd          *EnvdExit `protobuf:"bytes,1001,opt,name=envd,proto3" json:"envd,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -326,6 +340,286 @@ func (x *HandoverExit) GetRemainingMs() int64 {
 	return 0
 }
 
+func (x *HandoverExit) GetEnvd() *EnvdExit {
+	if x != nil {
+		return x.Envd
+	}
+	return nil
+}
+
+// What envd keeps of a running process beyond E2B's fields.
+type EnvdProc struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Output          *OutputLog             `protobuf:"bytes,1,opt,name=output,proto3" json:"output,omitempty"`
+	StartedAtUnixNs int64                  `protobuf:"varint,2,opt,name=started_at_unix_ns,json=startedAtUnixNs,proto3" json:"started_at_unix_ns,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *EnvdProc) Reset() {
+	*x = EnvdProc{}
+	mi := &file_upgrade_handover_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnvdProc) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnvdProc) ProtoMessage() {}
+
+func (x *EnvdProc) ProtoReflect() protoreflect.Message {
+	mi := &file_upgrade_handover_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnvdProc.ProtoReflect.Descriptor instead.
+func (*EnvdProc) Descriptor() ([]byte, []int) {
+	return file_upgrade_handover_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *EnvdProc) GetOutput() *OutputLog {
+	if x != nil {
+		return x.Output
+	}
+	return nil
+}
+
+func (x *EnvdProc) GetStartedAtUnixNs() int64 {
+	if x != nil {
+		return x.StartedAtUnixNs
+	}
+	return 0
+}
+
+// What envd keeps of an ended process beyond E2B's fields.
+type EnvdExit struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Output *OutputLog             `protobuf:"bytes,1,opt,name=output,proto3" json:"output,omitempty"`
+	Report *v1.ExitReport         `protobuf:"bytes,2,opt,name=report,proto3" json:"report,omitempty"`
+	// The report's times to the nanosecond (its own fields are milliseconds).
+	StartedAtUnixNs int64 `protobuf:"varint,3,opt,name=started_at_unix_ns,json=startedAtUnixNs,proto3" json:"started_at_unix_ns,omitempty"`
+	EndedAtUnixNs   int64 `protobuf:"varint,4,opt,name=ended_at_unix_ns,json=endedAtUnixNs,proto3" json:"ended_at_unix_ns,omitempty"`
+	// It ran on a pty: its log has the pty stream.
+	Pty           bool `protobuf:"varint,5,opt,name=pty,proto3" json:"pty,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnvdExit) Reset() {
+	*x = EnvdExit{}
+	mi := &file_upgrade_handover_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnvdExit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnvdExit) ProtoMessage() {}
+
+func (x *EnvdExit) ProtoReflect() protoreflect.Message {
+	mi := &file_upgrade_handover_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnvdExit.ProtoReflect.Descriptor instead.
+func (*EnvdExit) Descriptor() ([]byte, []int) {
+	return file_upgrade_handover_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *EnvdExit) GetOutput() *OutputLog {
+	if x != nil {
+		return x.Output
+	}
+	return nil
+}
+
+func (x *EnvdExit) GetReport() *v1.ExitReport {
+	if x != nil {
+		return x.Report
+	}
+	return nil
+}
+
+func (x *EnvdExit) GetStartedAtUnixNs() int64 {
+	if x != nil {
+		return x.StartedAtUnixNs
+	}
+	return 0
+}
+
+func (x *EnvdExit) GetEndedAtUnixNs() int64 {
+	if x != nil {
+		return x.EndedAtUnixNs
+	}
+	return 0
+}
+
+func (x *EnvdExit) GetPty() bool {
+	if x != nil {
+		return x.Pty
+	}
+	return false
+}
+
+// A process's output log (envd.v1.Output): per stream the kept bytes and
+// their offsets, so reads after the swap see the same offsets and gaps.
+type OutputLog struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Stdout *OutputStreamLog       `protobuf:"bytes,1,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr *OutputStreamLog       `protobuf:"bytes,2,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	Pty    *OutputStreamLog       `protobuf:"bytes,3,opt,name=pty,proto3" json:"pty,omitempty"`
+	// Evicted from all streams together.
+	Dropped       uint64 `protobuf:"varint,4,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputLog) Reset() {
+	*x = OutputLog{}
+	mi := &file_upgrade_handover_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputLog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputLog) ProtoMessage() {}
+
+func (x *OutputLog) ProtoReflect() protoreflect.Message {
+	mi := &file_upgrade_handover_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputLog.ProtoReflect.Descriptor instead.
+func (*OutputLog) Descriptor() ([]byte, []int) {
+	return file_upgrade_handover_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *OutputLog) GetStdout() *OutputStreamLog {
+	if x != nil {
+		return x.Stdout
+	}
+	return nil
+}
+
+func (x *OutputLog) GetStderr() *OutputStreamLog {
+	if x != nil {
+		return x.Stderr
+	}
+	return nil
+}
+
+func (x *OutputLog) GetPty() *OutputStreamLog {
+	if x != nil {
+		return x.Pty
+	}
+	return nil
+}
+
+func (x *OutputLog) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+type OutputStreamLog struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Offset of the first kept byte; data holds [start, end) in order, in
+	// pieces of at most 256 KiB (the log's segments).
+	Start         uint64   `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	End           uint64   `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	Dropped       uint64   `protobuf:"varint,3,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	Data          [][]byte `protobuf:"bytes,4,rep,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputStreamLog) Reset() {
+	*x = OutputStreamLog{}
+	mi := &file_upgrade_handover_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputStreamLog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputStreamLog) ProtoMessage() {}
+
+func (x *OutputStreamLog) ProtoReflect() protoreflect.Message {
+	mi := &file_upgrade_handover_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputStreamLog.ProtoReflect.Descriptor instead.
+func (*OutputStreamLog) Descriptor() ([]byte, []int) {
+	return file_upgrade_handover_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *OutputStreamLog) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *OutputStreamLog) GetEnd() uint64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+func (x *OutputStreamLog) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+func (x *OutputStreamLog) GetData() [][]byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type HandoverWatcher struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -341,7 +635,7 @@ type HandoverWatcher struct {
 
 func (x *HandoverWatcher) Reset() {
 	*x = HandoverWatcher{}
-	mi := &file_upgrade_handover_proto_msgTypes[3]
+	mi := &file_upgrade_handover_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -353,7 +647,7 @@ func (x *HandoverWatcher) String() string {
 func (*HandoverWatcher) ProtoMessage() {}
 
 func (x *HandoverWatcher) ProtoReflect() protoreflect.Message {
-	mi := &file_upgrade_handover_proto_msgTypes[3]
+	mi := &file_upgrade_handover_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -366,7 +660,7 @@ func (x *HandoverWatcher) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoverWatcher.ProtoReflect.Descriptor instead.
 func (*HandoverWatcher) Descriptor() ([]byte, []int) {
-	return file_upgrade_handover_proto_rawDescGZIP(), []int{3}
+	return file_upgrade_handover_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HandoverWatcher) GetId() string {
@@ -414,7 +708,7 @@ type MountEntry struct {
 
 func (x *MountEntry) Reset() {
 	*x = MountEntry{}
-	mi := &file_upgrade_handover_proto_msgTypes[4]
+	mi := &file_upgrade_handover_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +720,7 @@ func (x *MountEntry) String() string {
 func (*MountEntry) ProtoMessage() {}
 
 func (x *MountEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_upgrade_handover_proto_msgTypes[4]
+	mi := &file_upgrade_handover_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +733,7 @@ func (x *MountEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountEntry.ProtoReflect.Descriptor instead.
 func (*MountEntry) Descriptor() ([]byte, []int) {
-	return file_upgrade_handover_proto_rawDescGZIP(), []int{4}
+	return file_upgrade_handover_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MountEntry) GetPath() string {
@@ -471,7 +765,7 @@ type ForwardedPort struct {
 
 func (x *ForwardedPort) Reset() {
 	*x = ForwardedPort{}
-	mi := &file_upgrade_handover_proto_msgTypes[5]
+	mi := &file_upgrade_handover_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -483,7 +777,7 @@ func (x *ForwardedPort) String() string {
 func (*ForwardedPort) ProtoMessage() {}
 
 func (x *ForwardedPort) ProtoReflect() protoreflect.Message {
-	mi := &file_upgrade_handover_proto_msgTypes[5]
+	mi := &file_upgrade_handover_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -496,7 +790,7 @@ func (x *ForwardedPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardedPort.ProtoReflect.Descriptor instead.
 func (*ForwardedPort) Descriptor() ([]byte, []int) {
-	return file_upgrade_handover_proto_rawDescGZIP(), []int{5}
+	return file_upgrade_handover_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ForwardedPort) GetKey() string {
@@ -538,7 +832,7 @@ var File_upgrade_handover_proto protoreflect.FileDescriptor
 
 const file_upgrade_handover_proto_rawDesc = "" +
 	"\n" +
-	"\x16upgrade/handover.proto\x12\aupgrade\x1a\x1bfilesystem/filesystem.proto\x1a\x15process/process.proto\"\xf7\x02\n" +
+	"\x16upgrade/handover.proto\x12\aupgrade\x1a\x12envd/v1/envd.proto\x1a\x1bfilesystem/filesystem.proto\x1a\x15process/process.proto\"\xf7\x02\n" +
 	"\rHandoverState\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\rR\x06schema\x12\x19\n" +
 	"\bfrom_ver\x18\x02 \x01(\tR\afromVer\x123\n" +
@@ -549,7 +843,7 @@ const file_upgrade_handover_proto_rawDesc = "" +
 	"\bwatchers\x18\x05 \x03(\v2\x18.upgrade.HandoverWatcherR\bwatchers\x12+\n" +
 	"\x06mounts\x18\x06 \x03(\v2\x13.upgrade.MountEntryR\x06mounts\x122\n" +
 	"\bforwards\x18\a \x03(\v2\x16.upgrade.ForwardedPortR\bforwards\x120\n" +
-	"\x14guest_frozen_cgroups\x18\b \x03(\tR\x12guestFrozenCgroups\"\x9f\x02\n" +
+	"\x14guest_frozen_cgroups\x18\b \x03(\tR\x12guestFrozenCgroups\"\xc7\x02\n" +
 	"\fHandoverProc\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x10\n" +
 	"\x03tag\x18\x02 \x01(\tR\x03tag\x12\x17\n" +
@@ -562,13 +856,34 @@ const file_upgrade_handover_proto_rawDesc = "" +
 	"\x06tty_fd\x18\t \x01(\x05R\x05ttyFd\x12\x1d\n" +
 	"\n" +
 	"timeout_ms\x18\n" +
-	" \x01(\x03R\ttimeoutMs\"\xa0\x01\n" +
+	" \x01(\x03R\ttimeoutMs\x12&\n" +
+	"\x04envd\x18\xe9\a \x01(\v2\x11.upgrade.EnvdProcR\x04envd\"\xc8\x01\n" +
 	"\fHandoverExit\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x10\n" +
 	"\x03tag\x18\x02 \x01(\tR\x03tag\x12\x17\n" +
 	"\ahas_tag\x18\x03 \x01(\bR\x06hasTag\x120\n" +
 	"\x03end\x18\x04 \x01(\v2\x1e.process.ProcessEvent.EndEventR\x03end\x12!\n" +
-	"\fremaining_ms\x18\x05 \x01(\x03R\vremainingMs\"\xc5\x01\n" +
+	"\fremaining_ms\x18\x05 \x01(\x03R\vremainingMs\x12&\n" +
+	"\x04envd\x18\xe9\a \x01(\v2\x11.upgrade.EnvdExitR\x04envd\"c\n" +
+	"\bEnvdProc\x12*\n" +
+	"\x06output\x18\x01 \x01(\v2\x12.upgrade.OutputLogR\x06output\x12+\n" +
+	"\x12started_at_unix_ns\x18\x02 \x01(\x03R\x0fstartedAtUnixNs\"\xcb\x01\n" +
+	"\bEnvdExit\x12*\n" +
+	"\x06output\x18\x01 \x01(\v2\x12.upgrade.OutputLogR\x06output\x12+\n" +
+	"\x06report\x18\x02 \x01(\v2\x13.envd.v1.ExitReportR\x06report\x12+\n" +
+	"\x12started_at_unix_ns\x18\x03 \x01(\x03R\x0fstartedAtUnixNs\x12'\n" +
+	"\x10ended_at_unix_ns\x18\x04 \x01(\x03R\rendedAtUnixNs\x12\x10\n" +
+	"\x03pty\x18\x05 \x01(\bR\x03pty\"\xb5\x01\n" +
+	"\tOutputLog\x120\n" +
+	"\x06stdout\x18\x01 \x01(\v2\x18.upgrade.OutputStreamLogR\x06stdout\x120\n" +
+	"\x06stderr\x18\x02 \x01(\v2\x18.upgrade.OutputStreamLogR\x06stderr\x12*\n" +
+	"\x03pty\x18\x03 \x01(\v2\x18.upgrade.OutputStreamLogR\x03pty\x12\x18\n" +
+	"\adropped\x18\x04 \x01(\x04R\adropped\"g\n" +
+	"\x0fOutputStreamLog\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x18\n" +
+	"\adropped\x18\x03 \x01(\x04R\adropped\x12\x12\n" +
+	"\x04data\x18\x04 \x03(\fR\x04data\"\xc5\x01\n" +
 	"\x0fHandoverWatcher\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1c\n" +
@@ -599,32 +914,45 @@ func file_upgrade_handover_proto_rawDescGZIP() []byte {
 	return file_upgrade_handover_proto_rawDescData
 }
 
-var file_upgrade_handover_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_upgrade_handover_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_upgrade_handover_proto_goTypes = []any{
 	(*HandoverState)(nil),                 // 0: upgrade.HandoverState
 	(*HandoverProc)(nil),                  // 1: upgrade.HandoverProc
 	(*HandoverExit)(nil),                  // 2: upgrade.HandoverExit
-	(*HandoverWatcher)(nil),               // 3: upgrade.HandoverWatcher
-	(*MountEntry)(nil),                    // 4: upgrade.MountEntry
-	(*ForwardedPort)(nil),                 // 5: upgrade.ForwardedPort
-	(*process.ProcessConfig)(nil),         // 6: process.ProcessConfig
-	(*process.ProcessEvent_EndEvent)(nil), // 7: process.ProcessEvent.EndEvent
-	(*filesystem.FilesystemEvent)(nil),    // 8: filesystem.FilesystemEvent
+	(*EnvdProc)(nil),                      // 3: upgrade.EnvdProc
+	(*EnvdExit)(nil),                      // 4: upgrade.EnvdExit
+	(*OutputLog)(nil),                     // 5: upgrade.OutputLog
+	(*OutputStreamLog)(nil),               // 6: upgrade.OutputStreamLog
+	(*HandoverWatcher)(nil),               // 7: upgrade.HandoverWatcher
+	(*MountEntry)(nil),                    // 8: upgrade.MountEntry
+	(*ForwardedPort)(nil),                 // 9: upgrade.ForwardedPort
+	(*process.ProcessConfig)(nil),         // 10: process.ProcessConfig
+	(*process.ProcessEvent_EndEvent)(nil), // 11: process.ProcessEvent.EndEvent
+	(*v1.ExitReport)(nil),                 // 12: envd.v1.ExitReport
+	(*filesystem.FilesystemEvent)(nil),    // 13: filesystem.FilesystemEvent
 }
 var file_upgrade_handover_proto_depIdxs = []int32{
-	1, // 0: upgrade.HandoverState.processes:type_name -> upgrade.HandoverProc
-	2, // 1: upgrade.HandoverState.terminated:type_name -> upgrade.HandoverExit
-	3, // 2: upgrade.HandoverState.watchers:type_name -> upgrade.HandoverWatcher
-	4, // 3: upgrade.HandoverState.mounts:type_name -> upgrade.MountEntry
-	5, // 4: upgrade.HandoverState.forwards:type_name -> upgrade.ForwardedPort
-	6, // 5: upgrade.HandoverProc.config:type_name -> process.ProcessConfig
-	7, // 6: upgrade.HandoverExit.end:type_name -> process.ProcessEvent.EndEvent
-	8, // 7: upgrade.HandoverWatcher.pending_events:type_name -> filesystem.FilesystemEvent
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	1,  // 0: upgrade.HandoverState.processes:type_name -> upgrade.HandoverProc
+	2,  // 1: upgrade.HandoverState.terminated:type_name -> upgrade.HandoverExit
+	7,  // 2: upgrade.HandoverState.watchers:type_name -> upgrade.HandoverWatcher
+	8,  // 3: upgrade.HandoverState.mounts:type_name -> upgrade.MountEntry
+	9,  // 4: upgrade.HandoverState.forwards:type_name -> upgrade.ForwardedPort
+	10, // 5: upgrade.HandoverProc.config:type_name -> process.ProcessConfig
+	3,  // 6: upgrade.HandoverProc.envd:type_name -> upgrade.EnvdProc
+	11, // 7: upgrade.HandoverExit.end:type_name -> process.ProcessEvent.EndEvent
+	4,  // 8: upgrade.HandoverExit.envd:type_name -> upgrade.EnvdExit
+	5,  // 9: upgrade.EnvdProc.output:type_name -> upgrade.OutputLog
+	5,  // 10: upgrade.EnvdExit.output:type_name -> upgrade.OutputLog
+	12, // 11: upgrade.EnvdExit.report:type_name -> envd.v1.ExitReport
+	6,  // 12: upgrade.OutputLog.stdout:type_name -> upgrade.OutputStreamLog
+	6,  // 13: upgrade.OutputLog.stderr:type_name -> upgrade.OutputStreamLog
+	6,  // 14: upgrade.OutputLog.pty:type_name -> upgrade.OutputStreamLog
+	13, // 15: upgrade.HandoverWatcher.pending_events:type_name -> filesystem.FilesystemEvent
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_upgrade_handover_proto_init() }
@@ -638,7 +966,7 @@ func file_upgrade_handover_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_upgrade_handover_proto_rawDesc), len(file_upgrade_handover_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
