@@ -55,7 +55,7 @@ type Daemon struct {
 	reaper *reaper.Reaper
 	procs  *proc.Manager
 	fs     *fsapi.Service
-	writer *fsops.Writer // uploads; fs's watchers recognise its temporary files
+	writer *fsops.Writer      // uploads; fs's watchers recognise its temporary files
 	ports  *portwatch.Watcher // scans only while a client watches
 	// placer puts user processes into cgroups; nil leaves them in envd's.
 	placer proc.Placer
@@ -105,8 +105,8 @@ func New(cfg config.Config, build Build, log *slog.Logger) (*Daemon, error) {
 // Serve answers on ln until ctx ends, then shuts down in order.
 func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
-		Handler:           d.routes(),
-		IdleTimeout:       idleTimeout,
+		Handler:     d.routes(),
+		IdleTimeout: idleTimeout,
 		// As long as the idle timeout: a deadline earlier than every timer
 		// pending wakes the runtime's network poller, and a shorter one,
 		// set after the first bytes of each request, did so on every
