@@ -11,9 +11,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
+
+// CtrlAltDelStep names the step that makes the kernel send Ctrl-Alt-Del to
+// envd as SIGINT instead of rebooting.
+const CtrlAltDelStep = "route Ctrl-Alt-Del to envd"
 
 // Step is one piece of setup. Done reports whether the system already has it
 // (a rootfs or an init before envd may have done it); Do makes it so.
@@ -37,6 +42,32 @@ func (b Boot) path(p string) string { return filepath.Join(b.Root, p) }
 func (b Boot) Steps() []Step {
 	return []Step{
 		b.mount("mount /proc", "/proc", "proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "", unix.PROC_SUPER_MAGIC, 0o555),
+		{
+			// The kernel reboots at once on Ctrl-Alt-Del unless init asks to
+			// get it as SIGINT. The VMM's Ctrl-Alt-Del (Firecracker's
+			// SendCtrlAltDel) is how a host stops a sandbox, and envd's
+			// SIGINT handling is the ordered shutdown it should get.
+			Name: CtrlAltDelStep,
+			Done: func() (bool, error) {
+				v, err := os.ReadFile(b.path("/proc/sys/kernel/ctrl-alt-del"))
+				if err != nil {
+					return false, fmt.Errorf("read ctrl-alt-del sysctl: %w", err)
+				}
+				return strings.TrimSpace(string(v)) == "0", nil
+			},
+			Do: func() error {
+				err := unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
+				if errors.Is(err, unix.EINVAL) {
+					// reboot(2) refuses it in a PID namespace: that machine's
+					// own init gets the keys, whatever we ask.
+					return fmt.Errorf("reboot(CAD_OFF): not the init of the machine's PID namespace: %w", err)
+				}
+				if err != nil {
+					return fmt.Errorf("reboot(CAD_OFF): %w", err)
+				}
+				return nil
+			},
+		},
 		b.mount("mount /sys", "/sys", "sysfs", "sysfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "", unix.SYSFS_MAGIC, 0o555),
 		{
 			Name: "mount /dev",

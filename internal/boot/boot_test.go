@@ -91,7 +91,7 @@ func TestStepsTable(t *testing.T) {
 		names = append(names, s.Name)
 	}
 	// Order matters: /dev/pts and /dev/shm need /dev, cgroup2 needs /sys.
-	for _, pair := range [][2]string{{"mount /dev", "mount /dev/pts"}, {"mount /dev", "mount /dev/shm"}, {"mount /sys", "mount /sys/fs/cgroup"}} {
+	for _, pair := range [][2]string{{"mount /dev", "mount /dev/pts"}, {"mount /dev", "mount /dev/shm"}, {"mount /sys", "mount /sys/fs/cgroup"}, {"mount /proc", boot.CtrlAltDelStep}} {
 		a, b := slices.Index(names, pair[0]), slices.Index(names, pair[1])
 		if a < 0 || b < 0 || a > b {
 			t.Errorf("step %q must come before %q: %v", pair[0], pair[1], names)
@@ -242,6 +242,11 @@ func TestPID1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The sysctl is global; the Ctrl-Alt-Del step must leave the host's alone.
+	cadBefore, err := os.ReadFile("/proc/sys/kernel/ctrl-alt-del")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command("unshare", "--pid", "--fork", "--mount", "--propagation", "private", "--net", exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), pid1Env+"="+root)
 	stdout, err := cmd.StdoutPipe()
@@ -299,6 +304,17 @@ func TestPID1(t *testing.T) {
 	}
 	if logs.index("boot step done", "bring up lo") < 0 {
 		t.Error("no log of bringing lo up in the new network namespace")
+	}
+	// PID 1 of a PID namespace cannot take Ctrl-Alt-Del from the machine's
+	// init: the kernel refuses (the VM check "shutdown" covers a real init),
+	// unless the host already routes it to its init as SIGINT.
+	if string(cadBefore) != "0\n" {
+		if i := logs.index("boot step failed", boot.CtrlAltDelStep); i < 0 || !strings.Contains(logs.lines[i]["err"].(string), "not the init") {
+			t.Errorf("step %q in a PID namespace: want it failed as not the machine's init; log:\n%s", boot.CtrlAltDelStep, logs)
+		}
+	}
+	if cadAfter, _ := os.ReadFile("/proc/sys/kernel/ctrl-alt-del"); string(cadAfter) != string(cadBefore) {
+		t.Errorf("host ctrl-alt-del sysctl changed from %q to %q", cadBefore, cadAfter)
 	}
 
 	// Loopback is up: the daemon answers on 127.0.0.1 inside the namespace.
