@@ -207,3 +207,76 @@ func (c *Client) do(req *http.Request) (int, string, error) {
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	return resp.StatusCode, string(b), err
 }
+
+// Bg is a process running in the background of a check.
+type Bg struct {
+	Pid  uint32
+	done chan struct{}
+	res  Result
+	err  error
+}
+
+// Start starts req as user and returns once the start event arrived; the
+// stream is consumed in the background until the process ends.
+func (c *Client) Start(ctx context.Context, user string, req *process.StartRequest) (*Bg, error) {
+	b := &Bg{done: make(chan struct{})}
+	started := make(chan uint32, 1)
+	go func() {
+		defer close(b.done)
+		stream, err := c.Process(user).Start(ctx, req)
+		if err != nil {
+			b.err = fmt.Errorf("Start: %w", err)
+			return
+		}
+		defer stream.Close()
+		var out, errb bytes.Buffer
+		for stream.Receive() {
+			switch e := stream.Msg().GetEvent().GetEvent().(type) {
+			case *process.ProcessEvent_Start:
+				b.Pid = e.Start.GetPid()
+				started <- b.Pid
+			case *process.ProcessEvent_Data:
+				out.Write(e.Data.GetStdout())
+				out.Write(e.Data.GetPty())
+				errb.Write(e.Data.GetStderr())
+			case *process.ProcessEvent_End:
+				b.res.End = e.End
+			}
+		}
+		b.res.Pid, b.res.Stdout, b.res.Stderr = b.Pid, out.String(), errb.String()
+		b.err = stream.Err()
+		if b.err == nil && b.res.End == nil {
+			b.err = errors.New("Start stream ended without an end event")
+		}
+	}()
+	select {
+	case pid := <-started:
+		b.Pid = pid
+		return b, nil
+	case <-b.done:
+		if b.err == nil {
+			b.err = errors.New("Start stream ended before the start event")
+		}
+		return nil, b.err
+	}
+}
+
+// Done is closed when the stream has ended.
+func (b *Bg) Done() <-chan struct{} { return b.done }
+
+// Wait waits for the stream to end, at most d.
+func (b *Bg) Wait(d time.Duration) (Result, error) {
+	select {
+	case <-b.done:
+		return b.res, b.err
+	case <-time.After(d):
+		return b.res, fmt.Errorf("process %d still running after %s", b.Pid, d)
+	}
+}
+
+// Signal sends sig to the process pid (SendSignal RPC) as user.
+func (c *Client) Signal(ctx context.Context, user string, pid uint32, sig process.Signal) error {
+	_, err := c.Process(user).SendSignal(ctx, &process.SendSignalRequest{
+		Process: &process.ProcessSelector{Selector: &process.ProcessSelector_Pid{Pid: pid}}, Signal: sig})
+	return err
+}

@@ -155,4 +155,3 @@ func (q *QMP) Close() error {
 	}
 	return q.conn.Close()
 }
-
