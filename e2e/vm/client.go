@@ -104,9 +104,20 @@ func (c *Client) Sh(ctx context.Context, user, script string) (Result, error) {
 	return c.Run(ctx, user, "/bin/bash", "-c", script)
 }
 
+// inRoot starts processes in / unless the request names a directory: the
+// default workdir is whatever the last /init set, and a suite run before may
+// have left one it removed since.
+func inRoot(req *process.StartRequest) *process.StartRequest {
+	if req.GetProcess().Cwd == nil {
+		req.Process.Cwd = proto.String("/")
+	}
+	return req
+}
+
 // RunReq is Run for a full StartRequest.
 func (c *Client) RunReq(ctx context.Context, user string, req *process.StartRequest) (Result, error) {
 	var res Result
+	req = inRoot(req)
 	stream, err := c.Process(user).Start(ctx, req)
 	if err != nil {
 		return res, fmt.Errorf("Start: %w", err)
@@ -221,6 +232,7 @@ type Bg struct {
 func (c *Client) Start(ctx context.Context, user string, req *process.StartRequest) (*Bg, error) {
 	b := &Bg{done: make(chan struct{})}
 	started := make(chan uint32, 1)
+	req = inRoot(req)
 	go func() {
 		defer close(b.done)
 		stream, err := c.Process(user).Start(ctx, req)

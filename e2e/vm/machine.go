@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -160,7 +161,7 @@ func Start(cfg Config) (*Machine, error) {
 		"-append", appendLine,
 		"-chardev", "file,id=con,path=" + m.Console, "-serial", "chardev:con",
 		"-drive", "file=" + m.Disk + ",format=qcow2,if=none,id=d0", "-device", "virtio-blk-pci,drive=d0",
-		"-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
+		"-netdev", netdev, "-device", "virtio-net-pci,netdev=n0,romfile=", // no iPXE: the kernel is loaded directly
 		"-rtc", rtc,
 		"-qmp", "unix:" + qmpSock + ",server=on,wait=off",
 	}
@@ -177,10 +178,16 @@ func Start(cfg Config) (*Machine, error) {
 	m.cmd = exec.Command(qemu, args...)
 	m.cmd.Stdout, m.cmd.Stderr = cfg.Log, cfg.Log
 	// Its own process group: a Ctrl-C on the terminal reaches vm-up, which
-	// shuts the guest down in order, not qemu directly.
-	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// shuts the guest down in order, not qemu directly. Pdeathsig: no qemu
+	// outlives the process that started it, even a killed one.
+	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	m.Started = time.Now()
-	if err := m.cmd.Start(); err != nil {
+	// Pdeathsig follows the forking thread: keep this goroutine on one that
+	// outlives the fork (an unlocked thread is never ended by the runtime).
+	runtime.LockOSThread()
+	err = m.cmd.Start()
+	runtime.UnlockOSThread()
+	if err != nil {
 		return nil, fmt.Errorf("start qemu: %w", err)
 	}
 	go func() { m.err = m.cmd.Wait(); close(m.done) }()

@@ -13,10 +13,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/envd-dev/envd/e2e/vm"
@@ -103,13 +105,20 @@ func run() int {
 		s.logf("work directory kept: %s", work)
 		return 1
 	}
+	// Ctrl-C or SIGTERM: no VM left behind.
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		sig := <-sigc
+		s.logf("%v: stopping the VM; work directory %s", sig, work)
+		s.m.Kill()
+		os.Exit(130)
+	}()
 	passed := 0
-	ranShutdown := false
 	for _, c := range checks() {
 		if onlyRE != nil && !onlyRE.MatchString(c.name) {
 			continue
 		}
-		ranShutdown = ranShutdown || c.name == "shutdown"
 		ctx, cancel := vm.Budget(context.Background(), c.budget)
 		start := time.Now()
 		detail, err := runCheck(ctx, s, c)
@@ -126,9 +135,8 @@ func run() int {
 			fmt.Printf("PASS %s: %s (%s)\n", c.name, detail, took)
 		}
 	}
-	if !ranShutdown {
-		s.m.Kill()
-	}
+	// Whatever the checks did: no qemu outlives this run.
+	s.m.Kill()
 	s.mmds.Close()
 	s.logf("accelerator %s; envd answered %s after qemu started; wall time %s", s.accel, s.booted.Round(10*time.Millisecond), time.Since(t0).Round(time.Second))
 	if failed > 0 || *keep {
