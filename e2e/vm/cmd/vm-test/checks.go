@@ -24,8 +24,10 @@ import (
 
 // consoleLog is envd's JSON log lines from the serial console, in order
 // (envd writes to /dev/console; kernel lines are skipped).
-func (s *suite) consoleLog() []map[string]any {
-	f, err := os.Open(s.m.Console)
+func (s *suite) consoleLog() []map[string]any { return consoleLines(s.m.Console) }
+
+func consoleLines(path string) []map[string]any {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil
 	}
