@@ -109,6 +109,14 @@ func (s *suite) pid1(ctx context.Context) (string, error) {
 			problems = append(problems, fmt.Sprintf("no 'boot step done' for mount %s in envd's log (someone else mounted it)", dir))
 		}
 	}
+	// A kernel gives init 1024 open files; envd raises its own limit.
+	lim, err := s.c.Output(ctx, "root", "awk '/^Max open files/ {print $4}' /proc/1/limits")
+	if err != nil {
+		return "", err
+	}
+	if n, _ := strconv.Atoi(strings.TrimSpace(lim)); n < 65536 {
+		problems = append(problems, fmt.Sprintf("envd's open-file limit is %q, want it raised (≥ 65536)", strings.TrimSpace(lim)))
+	}
 	if got["/"] != "ext4" {
 		problems = append(problems, fmt.Sprintf("/ is %q, want the ext4 disk", got["/"]))
 	}
@@ -149,7 +157,7 @@ for p in os.listdir("/proc"):
 	if len(problems) > 0 {
 		return "", errors.New(strings.Join(problems, "; "))
 	}
-	return "/proc/1/exe is envd; envd's boot steps mounted /proc /sys /dev /dev/pts /dev/shm /sys/fs/cgroup /tmp on the ext4 root; no other process but this check's", nil
+	return fmt.Sprintf("/proc/1/exe is envd; envd's boot steps mounted /proc /sys /dev /dev/pts /dev/shm /sys/fs/cgroup /tmp on the ext4 root and raised its open-file limit to %s; no other process but this check's", strings.TrimSpace(lim)), nil
 }
 
 // The runner's own total line, else the summary of node's spec reporter
