@@ -433,14 +433,16 @@ func (s *suite) oom(ctx context.Context) (string, error) {
 		return "", err
 	}
 	high, _ := s.c.Output(ctx, "root", "cat /sys/fs/cgroup/user/memory.high")
-	// Touch every page: 64 MiB at a time, up to far more than the VM has.
+	// MAP_POPULATE faults each 128 MiB in within one mmap call: the kernel
+	// throttles a group over memory.high once per return to user space,
+	// which page by page takes minutes under TCG.
 	t0 := time.Now()
 	hog, err := s.c.Run(ctx, "user", "/usr/bin/python3", "-c", `
-import sys
+import mmap, sys
 keep = []
-for i in range(1024):
-    keep.append(b"\x01" * (64 << 20))
-    print((i + 1) * 64, "MiB", flush=True)
+for i in range(128):
+    keep.append(mmap.mmap(-1, 128 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE))
+    print((i + 1) * 128, "MiB", flush=True)
 print("never killed")
 sys.exit(3)
 `)

@@ -38,6 +38,7 @@ type suite struct {
 	bootGuest, bootHost time.Time
 	rtcBase             time.Time
 	cgroupTest          string // go test -c of internal/cgroup, for "oom"
+	saved               string // the state snapshot_restore saved, for the checks after it
 	logf                func(string, ...any)
 }
 
@@ -58,6 +59,11 @@ func checks() []check {
 		{"oom", (*suite).oom, 5 * time.Minute},
 		{"orphans", (*suite).orphans, time.Minute},
 		{"clock", (*suite).clock, time.Minute},
+		// Issue 10: VM life.
+		{"disk_full", (*suite).diskFull, time.Minute},
+		{"snapshot_restore", (*suite).snapshotRestore, 5 * time.Minute},
+		{"restore_twice", (*suite).restoreTwice, 5 * time.Minute},
+		{"memory_limit_restore", (*suite).memoryLimitRestore, 5 * time.Minute},
 		{"shutdown", (*suite).shutdown, 2 * time.Minute},
 	}
 }
