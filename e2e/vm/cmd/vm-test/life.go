@@ -425,3 +425,163 @@ func (s *suite) memoryLimitRestore(ctx context.Context) (string, error) {
 	}
 	return s.oom(ctx)
 }
+
+// processes10k: 10,000 live processes started through the API, all in List,
+// then killed: no zombie and no fd left in envd. Each Start stream is
+// dropped after its start event (the process lives on, §8.1), over one
+// h2c connection, so the host's qemu does not hold 10,000 sockets.
+func (s *suite) processes10k(ctx context.Context) (string, error) {
+	const n = 10000
+	fds := func() (int, error) {
+		out, err := s.c.Output(ctx, "root", "ls /proc/1/fd | wc -l")
+		if err != nil {
+			return 0, err
+		}
+		return strconv.Atoi(strings.TrimSpace(out))
+	}
+	baseFD, err := fds()
+	if err != nil {
+		return "", err
+	}
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	h2 := vm.NewClient(s.m.URL)
+	h2.Token = s.c.Token
+	h2.HC = &http.Client{Transport: roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+		if h2.Token != "" {
+			r = r.Clone(r.Context())
+			r.Header.Set("X-Access-Token", h2.Token)
+		}
+		return tr.RoundTrip(r)
+	})}
+	pc := h2.Process("user")
+	pids := make([]uint32, n)
+	t0 := time.Now()
+	const workers = 32
+	errc := make(chan error, workers)
+	next := make(chan int)
+	go func() {
+		defer close(next)
+		for i := range n {
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for range workers {
+		go func() {
+			for i := range next {
+				sctx, cancel := context.WithCancel(ctx)
+				stream, err := pc.Start(sctx, &process.StartRequest{Process: &process.ProcessConfig{Cmd: "/bin/sleep", Args: []string{"6000"}, Cwd: ptr("/")}, Stdin: ptr(false)})
+				if err == nil && !stream.Receive() {
+					err = fmt.Errorf("no start event: %v", stream.Err())
+				}
+				if err == nil {
+					pids[i] = stream.Msg().GetEvent().GetStart().GetPid()
+				}
+				cancel()
+				if i > 0 && i%1000 == 0 {
+					s.logf("processes_10k: %d started in %s", i, time.Since(t0).Round(time.Second))
+				}
+				if err != nil {
+					errc <- fmt.Errorf("Start %d: %w", i, err)
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	var firstErr error
+	for range workers {
+		if err := <-errc; err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	startTook := time.Since(t0)
+	defer s.c.Sh(context.WithoutCancel(ctx), "root", "pkill -KILL -x sleep")
+	if firstErr != nil {
+		return "", firstErr
+	}
+	want := map[uint32]bool{}
+	for _, p := range pids {
+		want[p] = true
+	}
+	list, err := pc.List(ctx, &process.ListRequest{})
+	if err != nil {
+		return "", err
+	}
+	listed := 0
+	for _, p := range list.GetProcesses() {
+		if want[p.GetPid()] {
+			listed++
+		}
+	}
+	if listed != n {
+		return "", fmt.Errorf("List returned %d of the %d live processes (%d entries)", listed, n, len(list.GetProcesses()))
+	}
+	peakFD, err := fds()
+	if err != nil {
+		return "", err
+	}
+	t1 := time.Now()
+	kill := make(chan uint32)
+	go func() {
+		defer close(kill)
+		for _, p := range pids {
+			kill <- p
+		}
+	}()
+	for range workers {
+		go func() {
+			var e error
+			for p := range kill {
+				if _, err := pc.SendSignal(ctx, &process.SendSignalRequest{Process: &process.ProcessSelector{Selector: &process.ProcessSelector_Pid{Pid: p}}, Signal: process.Signal_SIGNAL_SIGKILL}); err != nil && e == nil {
+					e = fmt.Errorf("SendSignal %d: %w", p, err)
+				}
+			}
+			errc <- e
+		}()
+	}
+	for range workers {
+		if err := <-errc; err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	if firstErr != nil {
+		return "", firstErr
+	}
+	var left, zombies string
+	var endFD int
+	if err := eventually(ctx, 120*time.Second, time.Second, func() (bool, error) {
+		l, err := pc.List(ctx, &process.ListRequest{})
+		if err != nil {
+			return false, err
+		}
+		still := 0
+		for _, p := range l.GetProcesses() {
+			if want[p.GetPid()] {
+				still++
+			}
+		}
+		left = strconv.Itoa(still)
+		z, err := s.c.Output(ctx, "root", "ps -eo stat= | grep -c '^Z' || true")
+		if err != nil {
+			return false, err
+		}
+		zombies = strings.TrimSpace(z)
+		if endFD, err = fds(); err != nil {
+			return false, err
+		}
+		return still == 0 && zombies == "0" && endFD <= baseFD+8, fmt.Errorf("%s still listed, %s zombies, envd fds %d (before %d)", left, zombies, endFD, baseFD)
+	}); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d sleeps started in %s (%.0f/s), all %d in List, envd fds %d → %d → %d; SIGKILLed in %s: none listed, no zombie", n, startTook.Round(time.Second),
+		float64(n)/startTook.Seconds(), listed, baseFD, peakFD, endFD, time.Since(t1).Round(time.Second)), nil
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

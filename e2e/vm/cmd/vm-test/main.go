@@ -49,6 +49,9 @@ type check struct {
 	budget time.Duration
 }
 
+// optIn checks run only when -only names them.
+func optIn(name string) bool { return name == "processes_10k" }
+
 func checks() []check {
 	return []check{
 		{"pid1", (*suite).pid1, time.Minute},
@@ -64,6 +67,9 @@ func checks() []check {
 		{"snapshot_restore", (*suite).snapshotRestore, 5 * time.Minute},
 		{"restore_twice", (*suite).restoreTwice, 5 * time.Minute},
 		{"memory_limit_restore", (*suite).memoryLimitRestore, 5 * time.Minute},
+		// Opt-in (-only processes_10k -mem 2048): under TCG on two busy
+		// cores it did not finish within its budget, too long for CI.
+		{"processes_10k", (*suite).processes10k, 15 * time.Minute},
 		{"shutdown", (*suite).shutdown, 2 * time.Minute},
 	}
 }
@@ -122,7 +128,7 @@ func run() int {
 	}()
 	passed := 0
 	for _, c := range checks() {
-		if onlyRE != nil && !onlyRE.MatchString(c.name) {
+		if (onlyRE == nil && optIn(c.name)) || (onlyRE != nil && !onlyRE.MatchString(c.name)) {
 			continue
 		}
 		ctx, cancel := vm.Budget(context.Background(), c.budget)
