@@ -64,6 +64,7 @@ df -k /mnt/small | awk 'NR == 2 {print $4 " KiB free"}'`)
 func (s *suite) snapshotRestore(ctx context.Context) (string, error) {
 	// A token the restore must replace, set like a control plane does.
 	oldToken := "old-" + randHex(8)
+	s.mmds.Set(map[string]any{"instanceID": s.md["instanceID"], "envID": s.md["envID"], "accessTokenHash": vm.TokenHash(oldToken)})
 	if code, msg, err := s.c.Init(ctx, map[string]any{"accessToken": oldToken, "defaultUser": "user", "defaultWorkdir": "/home/user"}); err != nil || code != http.StatusNoContent {
 		return "", fmt.Errorf("/init before the snapshot: %d %q %v", code, msg, err)
 	}
