@@ -157,6 +157,19 @@ func (s *suite) snapshotRestore(ctx context.Context) (string, error) {
 	}); err != nil {
 		return "", fmt.Errorf("first /health after resume: %w", err)
 	}
+	// Figures: the first Start after resume beside a warm one, and what
+	// envd holds in memory then (what a resume from remote storage pays).
+	t1 := time.Now()
+	if r, err := s.c.Run(ctx, "root", "/bin/true"); err != nil || r.OK() != nil {
+		return "", fmt.Errorf("first Start after resume: %v %v", err, r.OK())
+	}
+	firstStart := time.Since(t1) + firstHealth
+	t2 := time.Now()
+	if _, err := s.c.Run(ctx, "root", "/bin/true"); err != nil {
+		return "", err
+	}
+	warmStart := time.Since(t2)
+	rss, _ := s.c.Output(ctx, "root", "awk '/^VmRSS/ {print $2 \" \" $3}' /proc/1/status")
 	if logIndex(s.consoleLog(), "resumed after restore", "") < 0 {
 		// The log line may take a moment to reach the console file.
 		time.Sleep(time.Second)
@@ -232,8 +245,9 @@ func (s *suite) snapshotRestore(ctx context.Context) (string, error) {
 	s.c.Signal(ctx, "user", srv.Pid, process.Signal_SIGNAL_SIGKILL)
 	s.c.Signal(ctx, "user", pty.Pid, process.Signal_SIGNAL_SIGKILL)
 	s.c.Signal(ctx, "user", counter.Pid, process.Signal_SIGNAL_SIGKILL)
-	return fmt.Sprintf("saved %.0f MiB in %s (host port %d → %d); first /health %s after cont; counter pid %d kept, lines %v → %v by tag; PTY echoes; old WatchDir ended with an error, a new one sees events; forwarded port answers; /init with a new token and +1h moved the clock, old token 401",
-		float64(st.Size())/(1<<20), saveTook.Round(10*time.Millisecond), oldPort, s.m.Port, firstHealth.Round(10*time.Millisecond), counter.Pid, before, after), nil
+	return fmt.Sprintf("saved %.0f MiB in %s (host port %d → %d); first /health %s after cont, first Start of /bin/true ended %s after cont (a warm one: %s), envd VmRSS %s then; counter pid %d kept, lines %v → %v by tag; PTY echoes; old WatchDir ended with an error, a new one sees events; forwarded port answers; /init with a new token and +1h moved the clock, old token 401",
+		float64(st.Size())/(1<<20), saveTook.Round(10*time.Millisecond), oldPort, s.m.Port, firstHealth.Round(10*time.Millisecond),
+		firstStart.Round(time.Millisecond), warmStart.Round(time.Millisecond), strings.TrimSpace(rss), counter.Pid, before, after), nil
 }
 
 // resume starts the saved state in a new qemu on a new port and makes it
