@@ -147,14 +147,10 @@ func run() int {
 	return 0
 }
 
-// migrated reports whether a QMP migrate has completed from this VM.
+// migrated reports whether this VM was migrated away: stopped in
+// postmigrate. (query-migrate alone also says "completed" on a VM that was
+// itself resumed from an incoming migration.)
 func migrated(m *vm.Machine) bool {
-	out, err := m.QMP.Execute("query-migrate", nil)
-	if err != nil {
-		return false
-	}
-	var st struct {
-		Status string `json:"status"`
-	}
-	return json.Unmarshal(out, &st) == nil && st.Status == "completed"
+	st, err := m.QMP.Status()
+	return err == nil && st == "postmigrate"
 }
