@@ -7,6 +7,7 @@
 //	go run ./cmd/envd-bench -short      # tiny sizes, seconds (CI: checks it works, not timings)
 //	go run ./cmd/envd-bench -scale      # also measure how cost grows with size
 //	go run ./cmd/envd-bench -url http://127.0.0.1:49983 -pid 1234   # any running envd
+//	go run ./cmd/envd-bench -vm        # boot figures: envd as PID 1 of a qemu VM beside a trivial server (vm.go)
 //
 // The target must run on this machine: fixtures are created and limits are
 // measured on the local filesystem the daemon serves.
@@ -72,6 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&opt.timeout, "timeout", 0, "limit per scenario (default 3m, 60s with -short)")
 	fs.StringVar(&opt.profile, "profile", "", "run the daemon in-process from this source tree under pprof instead of bin/envd; write cpu.pprof and allocs.pprof into this directory")
 	servePort := fs.Int("serve-profiled", 0, "internal: be the profiled daemon on this port (used by -profile)")
+	vmOpt := vmFlags(fs) // vm.go
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -80,6 +82,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *servePort != 0 {
 		return serveProfiled(*servePort, opt.profile, stderr)
+	}
+	if vmOpt.enabled {
+		return vmOpt.run(stdout, stderr)
 	}
 	if only != "" {
 		re, err := regexp.Compile(only)

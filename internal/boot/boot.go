@@ -11,9 +11,22 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
+
+// CtrlAltDelStep names the step that makes the kernel send Ctrl-Alt-Del to
+// envd as SIGINT instead of rebooting.
+const CtrlAltDelStep = "route Ctrl-Alt-Del to envd"
+
+// NoFileStep names the step that raises envd's open-file limit.
+const NoFileStep = "raise the open-file limit"
+
+// maxNoFile caps the open-file limit: more than 10,000 live processes need,
+// a bound on what a runaway can hold.
+const maxNoFile = 1 << 20
 
 // Step is one piece of setup. Done reports whether the system already has it
 // (a rootfs or an init before envd may have done it); Do makes it so.
@@ -37,6 +50,32 @@ func (b Boot) path(p string) string { return filepath.Join(b.Root, p) }
 func (b Boot) Steps() []Step {
 	return []Step{
 		b.mount("mount /proc", "/proc", "proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "", unix.PROC_SUPER_MAGIC, 0o555),
+		{
+			// The kernel reboots at once on Ctrl-Alt-Del unless init asks to
+			// get it as SIGINT. The VMM's Ctrl-Alt-Del (Firecracker's
+			// SendCtrlAltDel) is how a host stops a sandbox, and envd's
+			// SIGINT handling is the ordered shutdown it should get.
+			Name: CtrlAltDelStep,
+			Done: func() (bool, error) {
+				v, err := os.ReadFile(b.path("/proc/sys/kernel/ctrl-alt-del"))
+				if err != nil {
+					return false, fmt.Errorf("read ctrl-alt-del sysctl: %w", err)
+				}
+				return strings.TrimSpace(string(v)) == "0", nil
+			},
+			Do: func() error {
+				err := unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
+				if errors.Is(err, unix.EINVAL) {
+					// reboot(2) refuses it in a PID namespace: that machine's
+					// own init gets the keys, whatever we ask.
+					return fmt.Errorf("reboot(CAD_OFF): not the init of the machine's PID namespace: %w", err)
+				}
+				if err != nil {
+					return fmt.Errorf("reboot(CAD_OFF): %w", err)
+				}
+				return nil
+			},
+		},
 		b.mount("mount /sys", "/sys", "sysfs", "sysfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "", unix.SYSFS_MAGIC, 0o555),
 		{
 			Name: "mount /dev",
@@ -64,6 +103,36 @@ func (b Boot) Steps() []Step {
 			},
 		},
 		{
+			// A kernel starts init with 1024 open files (hard 4096); envd
+			// holds two or three pipe ends per live process, so thousands
+			// of processes need more. Its children inherit the new limit.
+			Name: NoFileStep,
+			Done: func() (bool, error) {
+				want, err := b.nrOpen()
+				if err != nil {
+					return false, err
+				}
+				var lim unix.Rlimit
+				if err := unix.Prlimit(0, unix.RLIMIT_NOFILE, nil, &lim); err != nil {
+					return false, fmt.Errorf("get RLIMIT_NOFILE: %w", err)
+				}
+				return lim.Cur >= want, nil
+			},
+			Do: func() error {
+				want, err := b.nrOpen()
+				if err != nil {
+					return err
+				}
+				// prlimit, not setrlimit: both raise the limit, but
+				// syscall.Setrlimit would also make Go restore the old
+				// one in each child, behind this step's back.
+				if err := unix.Prlimit(0, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: want, Max: want}, nil); err != nil {
+					return fmt.Errorf("set RLIMIT_NOFILE to %d: %w", want, err)
+				}
+				return nil
+			},
+		},
+		{
 			Name: "bring up lo",
 			Done: func() (bool, error) {
 				up, err := loopbackUp()
@@ -72,6 +141,20 @@ func (b Boot) Steps() []Step {
 			Do: setLoopbackUp,
 		},
 	}
+}
+
+// nrOpen is the open-file limit to raise to: the kernel's ceiling
+// (fs.nr_open, read under Root once /proc is mounted), at most maxNoFile.
+func (b Boot) nrOpen() (uint64, error) {
+	v, err := os.ReadFile(b.path("/proc/sys/fs/nr_open"))
+	if err != nil {
+		return 0, fmt.Errorf("read fs.nr_open: %w", err)
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(v)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse fs.nr_open: %w", err)
+	}
+	return min(n, maxNoFile), nil
 }
 
 // Run performs every step not yet done. A failed step is logged and the rest

@@ -89,7 +89,7 @@ func TestStepsTable(t *testing.T) {
 		names = append(names, s.Name)
 	}
 	// Order matters: /dev/pts and /dev/shm need /dev, cgroup2 needs /sys.
-	for _, pair := range [][2]string{{"mount /dev", "mount /dev/pts"}, {"mount /dev", "mount /dev/shm"}, {"mount /sys", "mount /sys/fs/cgroup"}} {
+	for _, pair := range [][2]string{{"mount /dev", "mount /dev/pts"}, {"mount /dev", "mount /dev/shm"}, {"mount /sys", "mount /sys/fs/cgroup"}, {"mount /proc", boot.CtrlAltDelStep}} {
 		a, b := slices.Index(names, pair[0]), slices.Index(names, pair[1])
 		if a < 0 || b < 0 || a > b {
 			t.Errorf("step %q must come before %q: %v", pair[0], pair[1], names)
@@ -178,6 +178,35 @@ func nsPid(pid int) int {
 	return 0
 }
 
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatalf("not a number: %q", s)
+	}
+	return n
+}
+
+// hasCapSysResource reads CAP_SYS_RESOURCE (bit 24) from CapEff.
+func hasCapSysResource(t *testing.T) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return caps&(1<<24) != 0
+		}
+	}
+	t.Fatal("no CapEff in /proc/self/status")
+	return false
+}
+
 func comm(pid int) string {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 	return strings.TrimSpace(string(b))
@@ -198,6 +227,11 @@ func TestPID1(t *testing.T) {
 	}
 	root := t.TempDir()
 	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The sysctl is global; the Ctrl-Alt-Del step must leave the host's alone.
+	cadBefore, err := os.ReadFile("/proc/sys/kernel/ctrl-alt-del")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,6 +292,38 @@ func TestPID1(t *testing.T) {
 	}
 	if logs.index("boot step done", "bring up lo") < 0 {
 		t.Error("no log of bringing lo up in the new network namespace")
+	}
+	// PID 1 of a PID namespace cannot take Ctrl-Alt-Del from the machine's
+	// init: the kernel refuses (the VM check "shutdown" covers a real init),
+	// unless the host already routes it to its init as SIGINT.
+	if string(cadBefore) != "0\n" {
+		if i := logs.index("boot step failed", boot.CtrlAltDelStep); i < 0 || !strings.Contains(logs.lines[i]["err"].(string), "not the init") {
+			t.Errorf("step %q in a PID namespace: want it failed as not the machine's init; log:\n%s", boot.CtrlAltDelStep, logs)
+		}
+	}
+	// The open-file limit is raised for PID 1 alone, where the capability
+	// allows (this host's sandbox may withhold CAP_SYS_RESOURCE).
+	limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nrOpen, _ := os.ReadFile("/proc/sys/fs/nr_open")
+	want := min(mustAtoi(t, strings.TrimSpace(string(nrOpen))), 1<<20)
+	var soft, hard int
+	for line := range strings.Lines(string(limits)) {
+		if f := strings.Fields(line); strings.HasPrefix(line, "Max open files") && len(f) >= 5 {
+			soft, hard = mustAtoi(t, f[3]), mustAtoi(t, f[4])
+		}
+	}
+	if hasCapSysResource(t) {
+		if soft != want || hard != want || logs.index("boot step done", boot.NoFileStep) < 0 {
+			t.Errorf("PID 1 open-file limit %d/%d, want %d/%d with step %q done", soft, hard, want, want, boot.NoFileStep)
+		}
+	} else if i := logs.index("boot step failed", boot.NoFileStep); i < 0 && soft < want {
+		t.Errorf("PID 1 open-file limit %d/%d below %d, and no failed step %q logged", soft, hard, want, boot.NoFileStep)
+	}
+	if cadAfter, _ := os.ReadFile("/proc/sys/kernel/ctrl-alt-del"); string(cadAfter) != string(cadBefore) {
+		t.Errorf("host ctrl-alt-del sysctl changed from %q to %q", cadBefore, cadAfter)
 	}
 
 	// Loopback is up: the daemon answers on 127.0.0.1 inside the namespace.

@@ -30,11 +30,17 @@ type Server struct {
 
 // New starts a server holding data; it stops when the test ends.
 func New(t testing.TB, data map[string]any) *Server {
-	s := &Server{data: data, tokens: map[string]time.Time{}}
+	s := NewHandler(data)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
 	s.URL = srv.URL
 	return s
+}
+
+// NewHandler is the same server as a bare handler, for a command that
+// serves it on a listener of its own (e2e/vm's host MMDS); URL stays empty.
+func NewHandler(data map[string]any) *Server {
+	return &Server{data: data, tokens: map[string]time.Time{}}
 }
 
 // Set replaces the metadata, as the host does after a restore.
