@@ -157,6 +157,15 @@ for f in "${files[@]}"; do
   esac
 done
 
+# Commands run as root start root's login shell, which on these development
+# machines runs `pyenv rehash`; a shell killed in the middle of it (tests kill
+# process groups right after start) leaves pyenv's lock file behind, and every
+# later root login shell then waits for it. A lock older than a minute has no
+# owner left: remove it so the suite measures envd, not the machine's profile.
+if [ -z "${ENVD_URL:-}" ]; then
+  find /root/.pyenv/shims -maxdepth 1 -name .pyenv-shim -mmin +1 -delete 2>/dev/null || true
+fi
+
 export E2B_DEBUG=true E2B_SANDBOX_URL="$url" E2E_TIMEOUT_MS="$timeout_ms"
 # Each phase reports to the terminal and, as TAP, to a file whose summary
 # lines add up to the totals printed at the end.
