@@ -311,7 +311,7 @@ func (p *Process) read(rc syscall.RawConn, stream Stream) (Chunk, error) {
 // finish runs once per process: it waits for the exit status and the end of
 // output, then publishes the result.
 func (p *Process) finish() {
-	st := p.waitExit()
+	st := <-p.exit
 	ended := p.m.now()
 	if p.timer != nil {
 		p.timer.Stop()
@@ -356,45 +356,6 @@ func (p *Process) finish() {
 func (p *Process) closeOutputs() {
 	for _, f := range p.outputs {
 		f.Close()
-	}
-}
-
-// waitExit returns the wait status. A pidfd wakes this goroutine straight
-// from the runtime's poller when the child exits, so the end event does not
-// wait for SIGCHLD to travel through the signal and reaper goroutines (which
-// still reap anything this misses). Without a pidfd (old kernel, no
-// descriptors left) the reaper's channel alone delivers.
-func (p *Process) waitExit() syscall.WaitStatus {
-	select {
-	case st := <-p.exit:
-		return st
-	default:
-	}
-	f, err := p.m.reaper.PidFD(p.pid)
-	if err != nil {
-		return <-p.exit
-	}
-	defer f.Close()
-	if rc, err := f.SyscallConn(); err == nil {
-		// A pidfd has nothing to read: readiness means the child exited.
-		// The poller only reports edges after it is armed, so each round
-		// asks the kernel first, as a read would (an exit between opening
-		// and arming would otherwise go unseen).
-		_ = rc.Read(func(fd uintptr) bool { return exitedPidFD(int(fd)) })
-		p.m.reaper.Reap(p.pid)
-	}
-	return <-p.exit
-}
-
-func exitedPidFD(fd int) bool {
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(pfd, 0)
-		if err == unix.EINTR {
-			continue
-		}
-		// An error would repeat forever: let the reaper's channel decide.
-		return err != nil || n > 0
 	}
 }
 
