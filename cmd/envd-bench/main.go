@@ -414,6 +414,8 @@ func (b *bench) scenarios() []scenario {
 		{"stdout", b.stdoutStream},
 		{"pty", b.ptyStream},
 		{"stdin", b.stdinStream},
+		{"signal", b.signalEnd},
+		{"procconnect", b.connectFirst},
 		{"upload", b.upload},
 		{"download", b.download},
 		{"gzip", b.gzipDownload},

@@ -42,7 +42,7 @@ func (d *Daemon) routes() http.Handler {
 	mux.Handle("POST /collapse", &httpapi.Collapse{Collapser: d.orch.collapse, Log: d.log})
 	mux.Handle("POST /upgrade", d.upgradeAPI())
 
-	mux.Handle(checkedBodies(processconnect.NewProcessHandler(processapi.New(d.procs, d.env, d.log), processapi.HandlerOptions()...)))
+	mux.Handle(checkedBodies(processapi.Wrap(processconnect.NewProcessHandler(processapi.New(d.procs, d.env, d.log), processapi.HandlerOptions()...))))
 	mux.Handle(checkedBodies(filesystemconnect.NewFilesystemHandler(d.fs, fsapi.HandlerOptions()...)))
 	mux.Handle(checkedBodies(envdv1connect.NewOutputHandler(envdapi.NewOutput(d.procs), envdapi.HandlerOptions()...)))
 	mux.Handle(checkedBodies(envdv1connect.NewExitsHandler(envdapi.NewExits(d.procs), envdapi.HandlerOptions()...)))

@@ -316,20 +316,18 @@ func (p *Process) finish() {
 	if p.timer != nil {
 		p.timer.Stop()
 	}
-	drained := make(chan struct{})
-	go func() { p.readers.Wait(); close(drained) }()
+	// Waiting here, not in a goroutine of its own, saves a wakeup between
+	// the last reader's EOF and the end event. After a kill, closing the
+	// read ends makes readers held by escaped descendants give up.
+	var grace *time.Timer
 	if p.killed.Load() {
-		select {
-		case <-drained:
-		case <-time.After(killGrace):
-		}
-	} else {
-		<-drained
+		grace = time.AfterFunc(killGrace, p.closeOutputs)
 	}
-	for _, f := range p.outputs {
-		f.Close()
+	p.readers.Wait()
+	if grace != nil {
+		grace.Stop()
 	}
-	<-drained
+	p.closeOutputs()
 	p.inMu.Lock()
 	if p.stdin != nil && p.stdin != p.tty {
 		p.stdin.Close()
@@ -351,6 +349,14 @@ func (p *Process) finish() {
 	p.exitReport = p.report(st, ended, usage, p.cg != nil)
 	p.m.retire(p)
 	close(p.done)
+}
+
+// closeOutputs may run twice (grace timer, then finish): os.File.Close of a
+// closed file only reports os.ErrClosed.
+func (p *Process) closeOutputs() {
+	for _, f := range p.outputs {
+		f.Close()
+	}
 }
 
 // Signal sends sig to the whole process group, so children and grandchildren

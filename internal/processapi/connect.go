@@ -25,5 +25,5 @@ func (s *Service) Connect(ctx context.Context, req *pb.ConnectRequest, stream *c
 	defer sub.Close()
 	return follow(ctx, p, sub, keepalive.Interval(stream.Conn().RequestHeader()), func(ev *pb.ProcessEvent) error {
 		return stream.Send(&pb.ConnectResponse{Event: ev})
-	})
+	}, rawWriter(ctx))
 }

@@ -11,7 +11,12 @@ import (
 // follow streams a process to one client: start, then output and keepalives,
 // then end once the process was reaped and every chunk sent. It returns when
 // the process ended, the client went away, or ctx's deadline passed.
-func follow(ctx context.Context, p *proc.Process, sub *proc.Subscription, keepalive time.Duration, send func(*pb.ProcessEvent) error) error {
+// With raw set, data events bypass send (rawdata.go).
+func follow(ctx context.Context, p *proc.Process, sub *proc.Subscription, keepalive time.Duration, send func(*pb.ProcessEvent) error, raw *rawOutput) error {
+	sendData := func(c proc.Chunk) error { return send(dataEvent(c)) }
+	if raw != nil {
+		sendData = raw.send
+	}
 	if err := send(&pb.ProcessEvent{Event: &pb.ProcessEvent_Start{Start: &pb.ProcessEvent_StartEvent{Pid: uint32(p.Pid())}}}); err != nil {
 		return err
 	}
@@ -20,8 +25,8 @@ func follow(ctx context.Context, p *proc.Process, sub *proc.Subscription, keepal
 	for {
 		select {
 		case c := <-sub.C:
-			err := send(dataEvent(c))
-			c.Release() // the message was encoded: its bytes are no longer needed
+			err := sendData(c)
+			c.Release() // the message was written: its bytes are no longer needed
 			if err != nil {
 				return err
 			}
@@ -31,7 +36,7 @@ func follow(ctx context.Context, p *proc.Process, sub *proc.Subscription, keepal
 			for {
 				select {
 				case c := <-sub.C:
-					err := send(dataEvent(c))
+					err := sendData(c)
 					c.Release()
 					if err != nil {
 						return err

@@ -58,7 +58,7 @@ func newServer(t testing.TB, mutate ...func(*proc.Options)) *server {
 	}
 	m := proc.NewManager(o)
 	mux := http.NewServeMux()
-	mux.Handle(processconnect.NewProcessHandler(processapi.New(m, env, slog.New(slog.DiscardHandler)), processapi.HandlerOptions()...))
+	mux.Handle(processapi.Wrap(processconnect.NewProcessHandler(processapi.New(m, env, slog.New(slog.DiscardHandler)), processapi.HandlerOptions()...)))
 	hs := httptest.NewServer(auth.BasicUser(env, mux))
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, ReadBufferSize: 64 << 10, WriteBufferSize: 64 << 10}}
 	t.Cleanup(func() {

@@ -47,7 +47,7 @@ func (s *Service) Start(ctx context.Context, req *pb.StartRequest, stream *conne
 	defer sub.Close()
 	return follow(ctx, p, sub, keepalive.Interval(stream.Conn().RequestHeader()), func(ev *pb.ProcessEvent) error {
 		return stream.Send(&pb.StartResponse{Event: ev})
-	})
+	}, rawWriter(ctx))
 }
 
 func clamp16(v uint32) uint16 {
