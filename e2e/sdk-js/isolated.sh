@@ -63,13 +63,16 @@ port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", (
 # shellcheck disable=SC2016
 unshare --mount --pid --fork --mount-proc --propagation private --kill-child=SIGTERM \
   env WORK="$work" ENVD="$envd_bin" PORT="$port" UID_="$id" bash -euc '
+    # The checkout may itself be under /tmp (CI clones anywhere), which the
+    # tmpfs below hides: hold the binary open and exec it through its fd.
+    exec 9<"$ENVD"
     mount --bind "$WORK/etc" /etc
     mount -t tmpfs -o mode=0755 e2e-home /home
     mount -t tmpfs -o mode=1777 e2e-tmp /tmp
     mkdir -m 0755 /home/user
     cp -a /etc/skel/. /home/user/ 2>/dev/null || true
     chown -R "$UID_:$UID_" /home/user
-    exec "$ENVD" --isnotfc --no-cgroups --port "$PORT"
+    exec /proc/self/fd/9 --isnotfc --no-cgroups --port "$PORT"
   ' >"$work/envd.log" 2>&1 &
 ns_pid=$!
 
