@@ -36,7 +36,7 @@ commands:
   rm [-r] [-f] PATH...
   watch [-r] PATH        print changes under PATH until interrupted
   ps                     list processes
-  kill [-s SIG] PID|@TAG send a signal (TERM, KILL, INT or a number; default TERM)
+  kill [-s SIG] PID|@TAG send a signal (TERM, KILL, INT, HUP, QUIT, USR1, USR2 or a number; default TERM)
   init [--token T] [--user U] [--workdir D] [--env K=V]...
   health [--wait D]      print envd's version; --wait polls until healthy
 
