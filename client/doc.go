@@ -31,5 +31,4 @@
 // ErrUnavailable when nothing, not even a keepalive, arrives for three
 // intervals: a dead peer behind a proxy that never resets the connection is
 // detected instead of hanging forever.
-//
 package client

@@ -35,17 +35,18 @@ func (a *app) cmdRun(ctx context.Context, args []string) error {
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
+	// Ctrl-C (and SIGTERM, SIGHUP) go to the remote process group instead of
+	// killing envdctl; a second Ctrl-C sends SIGKILL. They are caught from
+	// before the start, as the process may exist before Start returns: one
+	// that arrives meanwhile is delivered once the PID is known.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	p, err := a.c.Start(ctx, cmd)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
-
-	// Ctrl-C (and SIGTERM, SIGHUP) go to the remote process group instead of
-	// killing envdctl; a second Ctrl-C sends SIGKILL.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	go func() {
 		n := 0
 		for s := range sigs {
@@ -74,9 +75,9 @@ func (a *app) cmdRun(ctx context.Context, args []string) error {
 	return nil
 }
 
-// signal delivers sig, falling back to SIGTERM for an envd whose wire enum
-// knows only TERM and KILL (it answers InvalidArgument, or Unimplemented in
-// E2B's envd).
+// signal delivers sig. This envd takes any standard signal number; older
+// ones and E2B's know only TERM and KILL (they answer InvalidArgument or
+// Unimplemented), so for them it falls back to SIGTERM.
 func (a *app) signal(p *client.Process, sig client.Signal) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
