@@ -151,10 +151,7 @@ func TestReadOutputFollowAndWaitExit(t *testing.T) {
 func TestReadOutputGap(t *testing.T) {
 	const limit = 1 << 20
 	s := envdtest.Start(t, func(c *config.Config) { c.OutputLogLimit = limit })
-	c, err := client.New(s.URL, client.WithHTTPClient(s.Client))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := s.NewClient(t)
 	const n = 3<<20 + 5
 	res, err := c.Run(t.Context(), client.Cmd{Cmd: "/bin/sh", Args: []string{"-c", "yes abcdefg | head -c 3145733"}})
 	if err != nil || res.Code != 0 || len(res.Stdout) != n {

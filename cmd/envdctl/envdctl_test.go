@@ -127,7 +127,7 @@ func TestRunExitCodesAndStreams(t *testing.T) {
 // Ctrl-C on envdctl run goes to the remote process, which ends by a signal.
 func TestRunInterrupt(t *testing.T) {
 	s := envdtest.Start(t)
-	c, _ := client.New(s.URL, client.WithHTTPClient(s.Client))
+	c := s.NewClient(t)
 	cmd := exec.Command(envdctlBin, "--url", s.URL, "run", "--tag", "ctrlc", "--", "sleep", "1000")
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
@@ -319,7 +319,7 @@ wait:
 func TestProcessesInitHealth(t *testing.T) {
 	s := envdtest.Start(t)
 	ctx := context.Background()
-	c, _ := client.New(s.URL, client.WithHTTPClient(s.Client))
+	c := s.NewClient(t)
 	if r := ctl(t, s.URL, nil, "health"); r.code != 0 || r.stdout != "0.7.0\n" {
 		t.Fatalf("health: %+v", r)
 	}

@@ -38,7 +38,7 @@ func TestLogs(t *testing.T) {
 	oneLineError(t, ctl(t, s.URL, nil, "logs", "--offset", "-1", "@lg"), 2, "offset")
 
 	// A running process without --follow: what is logged so far, exit 0.
-	c, _ := client.New(s.URL, client.WithHTTPClient(s.Client))
+	c := s.NewClient(t)
 	ctx := context.Background()
 	p, err := c.Start(ctx, client.Cmd{Cmd: "sh", Args: []string{"-c", "echo early; cat; exit 7"}, Tag: "fol"})
 	if err != nil {
@@ -96,7 +96,7 @@ func TestLogs(t *testing.T) {
 func TestLogsGap(t *testing.T) {
 	const limit = 1 << 20
 	s := envdtest.Start(t, func(c *config.Config) { c.OutputLogLimit = limit })
-	c, _ := client.New(s.URL, client.WithHTTPClient(s.Client))
+	c := s.NewClient(t)
 	const n = 3<<20 + 5
 	res, err := c.Run(context.Background(), client.Cmd{Cmd: "sh", Args: []string{"-c", fmt.Sprintf("yes abcdefg | head -c %d", n)}})
 	if err != nil || len(res.Stdout) != n {

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envd-dev/envd/client"
 	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/config"
 	"github.com/envd-dev/envd/internal/envdtest"
@@ -227,26 +228,19 @@ func TestProcessesLandInCgroups(t *testing.T) {
 		c.NoCgroups = false
 		c.CgroupRoot = root
 	})
-	pc := processconnect.NewProcessClient(s.Client, s.URL)
+	c := s.NewClient(t)
 	for _, tc := range []struct {
 		group cgroup.Group
-		pty   *process.PTY
+		pty   *client.Size
 	}{
 		{cgroup.User, nil},
-		{cgroup.PTY, &process.PTY{Size: &process.PTY_Size{Cols: 80, Rows: 24}}},
+		{cgroup.PTY, &client.Size{Cols: 80, Rows: 24}},
 	} {
-		ctx, cancel := context.WithCancel(context.Background())
-		stream, err := pc.Start(ctx, &process.StartRequest{
-			Process: &process.ProcessConfig{Cmd: "/bin/sleep", Args: []string{"1000"}},
-			Pty:     tc.pty,
-		})
+		p, err := c.Start(context.Background(), client.Cmd{Cmd: "/bin/sleep", Args: []string{"1000"}, PTY: tc.pty})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !stream.Receive() {
-			t.Fatalf("start: %v", stream.Err())
-		}
-		pid := stream.Msg().GetEvent().GetStart().GetPid()
+		pid := p.PID
 		// Each command has a group of its own under its kind's group
 		// (issue 13), holding exactly that process.
 		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(int(pid)), "cgroup"))
@@ -265,15 +259,12 @@ func TestProcessesLandInCgroups(t *testing.T) {
 		if b, err := os.ReadFile(filepath.Join(own, "cgroup.procs")); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(int(pid)) {
 			t.Errorf("%s/cgroup.procs = %q (%v), want exactly pid %d", own, b, err, pid)
 		}
-		if _, err := pc.SendSignal(context.Background(), &process.SendSignalRequest{
-			Process: &process.ProcessSelector{Selector: &process.ProcessSelector_Pid{Pid: pid}},
-			Signal:  process.Signal_SIGNAL_SIGKILL,
-		}); err != nil {
+		if err := c.Signal(context.Background(), client.PID(pid), client.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		for stream.Receive() {
+		if _, err := p.Wait(nil, nil); err != nil {
+			t.Fatal(err)
 		}
-		cancel()
 	}
 }
 
@@ -407,25 +398,13 @@ func TestMemoryHogOOMKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = os.WriteFile(filepath.Join(user, "memory.swap.max"), []byte("0"), 0)
-	pc := processconnect.NewProcessClient(s.Client, s.URL)
 	// The string doubles until the group's limit stops it.
-	stream, err := pc.Start(context.Background(), &process.StartRequest{
-		Process: &process.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", "x=0123456789abcdef; while :; do x=$x$x; done"}},
-	})
+	res, err := s.NewClient(t).Run(context.Background(), client.Cmd{Cmd: "/bin/sh", Args: []string{"-c", "x=0123456789abcdef; while :; do x=$x$x; done"}})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("no end event: %v", err)
 	}
-	var end *process.ProcessEvent_EndEvent
-	for stream.Receive() {
-		if e := stream.Msg().GetEvent().GetEnd(); e != nil {
-			end = e
-		}
-	}
-	if end == nil {
-		t.Fatalf("no end event: %v", stream.Err())
-	}
-	if end.GetExited() || end.GetStatus() != "signal: killed" {
-		t.Errorf("end event %v, want killed by a signal", end)
+	if res.Exited || res.Status != "signal: killed" {
+		t.Errorf("end %+v, want killed by a signal", res.Exit)
 	}
 	b, err := os.ReadFile(filepath.Join(user, "memory.events"))
 	if err != nil {
