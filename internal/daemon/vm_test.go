@@ -27,8 +27,6 @@ import (
 	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/config"
 	"github.com/envd-dev/envd/internal/envdtest"
-	"github.com/envd-dev/envd/internal/gen/process"
-	"github.com/envd-dev/envd/internal/gen/process/processconnect"
 	"github.com/envd-dev/envd/internal/mmds/mmdstest"
 	"github.com/envd-dev/envd/internal/testkit"
 )
@@ -293,34 +291,34 @@ func TestPayloadsNeverLogged(t *testing.T) {
 	s := envdtest.StartLogged(t, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), func(c *config.Config) { c.Verbose = true })
 	ctx := t.Context()
 	base := s.URL
-	pc := processconnect.NewProcessClient(s.Client, base)
+	c := s.NewClient(t)
 
 	const in, out, file = "PAYLOAD-IN-9c2e", "PAYLOAD-OUT-7f3a", "PAYLOAD-FILE-51d0"
-	stream, err := pc.Start(ctx, &process.StartRequest{
-		Process: &process.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", "echo " + out + "; cat >/dev/null"}},
-	})
+	p, err := c.Start(ctx, client.Cmd{Cmd: "/bin/sh", Args: []string{"-c", "echo " + out + "; cat >/dev/null"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !stream.Receive() {
-		t.Fatal(stream.Err())
-	}
-	pid := stream.Msg().GetEvent().GetStart().GetPid()
-	sel := &process.ProcessSelector{Selector: &process.ProcessSelector_Pid{Pid: pid}}
-	if _, err := pc.SendInput(ctx, &process.SendInputRequest{Process: sel, Input: &process.ProcessInput{Input: &process.ProcessInput_Stdin{Stdin: []byte(in + "\n")}}}); err != nil {
+	if err := p.SendInput(ctx, []byte(in+"\n")); err != nil {
 		t.Fatal(err)
 	}
 	sawOut := false
-	for stream.Receive() {
-		if strings.Contains(string(stream.Msg().GetEvent().GetData().GetStdout()), out) {
+	for {
+		ev, err := p.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.End != nil {
+			break
+		}
+		if strings.Contains(string(ev.Stdout), out) {
 			sawOut = true
-			if _, err := pc.CloseStdin(ctx, &process.CloseStdinRequest{Process: sel}); err != nil {
+			if err := p.CloseStdin(ctx); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	if !sawOut {
-		t.Fatalf("never saw the process output: %v", stream.Err())
+		t.Fatal("never saw the process output")
 	}
 
 	var body bytes.Buffer
