@@ -38,29 +38,54 @@ func (a *app) cmdRun(ctx context.Context, args []string) error {
 	// Ctrl-C (and SIGTERM, SIGHUP) go to the remote process group instead of
 	// killing envdctl; a second Ctrl-C sends SIGKILL. They are caught from
 	// before the start, as the process may exist before Start returns: one
-	// that arrives meanwhile is delivered once the PID is known.
+	// that arrives meanwhile is held until the PID is known, and a second
+	// one then gives up the start (an envd that does not answer).
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	p, err := a.c.Start(ctx, cmd)
+	started := make(chan *client.Process, 1)
+	startCtx, abort := context.WithCancel(ctx)
+	defer abort()
+	go func() {
+		var p *client.Process
+		var held []client.Signal
+		n := 0
+		for {
+			select {
+			case p = <-started:
+				for _, sig := range held {
+					a.signal(p, sig)
+				}
+				held = nil
+			case s := <-sigs:
+				n++
+				sig := client.SIGTERM
+				if s == os.Interrupt {
+					sig = client.SIGINT
+				}
+				if n > 1 {
+					sig = client.SIGKILL
+				}
+				switch {
+				case p != nil:
+					a.signal(p, sig)
+				case n > 1:
+					abort()
+				default:
+					held = append(held, sig)
+				}
+			}
+		}
+	}()
+	p, err := a.c.Start(startCtx, cmd)
 	if err != nil {
+		if startCtx.Err() != nil && ctx.Err() == nil {
+			return exitError(130)
+		}
 		return err
 	}
 	defer p.Close()
-	go func() {
-		n := 0
-		for s := range sigs {
-			n++
-			sig := client.SIGTERM
-			if s == os.Interrupt {
-				sig = client.SIGINT
-			}
-			if n > 1 {
-				sig = client.SIGKILL
-			}
-			a.signal(p, sig)
-		}
-	}()
+	started <- p
 
 	if !stdinTTY {
 		go a.forwardStdin(ctx, p)
