@@ -13,6 +13,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/envd-dev/envd/internal/gen/envd/v1/envdv1connect"
 	"github.com/envd-dev/envd/internal/gen/filesystem/filesystemconnect"
 	"github.com/envd-dev/envd/internal/gen/process/processconnect"
 )
@@ -28,10 +29,12 @@ type Client struct {
 	token     string
 	user      string
 	keepalive time.Duration
+	json      bool
 	proc      processconnect.ProcessClient
 	fs        filesystemconnect.FilesystemClient
-	// The envd.v1 clients (Output, Exits, Ports) join here once those
-	// services are part of envd; see doc.go.
+	output    envdv1connect.OutputClient
+	exits     envdv1connect.ExitsClient
+	ports     envdv1connect.PortsClient
 }
 
 type settings struct {
@@ -100,14 +103,23 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		}
 		s.hc = &http.Client{Transport: tr}
 	}
-	c := &Client{base: u, hc: s.hc, token: s.token, user: s.user, keepalive: s.keepalive}
+	c := &Client{base: u, hc: s.hc, token: s.token, user: s.user, keepalive: s.keepalive, json: s.json}
+	c.bind()
+	return c, nil
+}
+
+// bind makes the generated clients, whose interceptor reads c's headers.
+func (c *Client) bind() {
 	copts := []connect.ClientOption{connect.WithInterceptors(headers{c})}
-	if s.json {
+	if c.json {
 		copts = append(copts, connect.WithProtoJSON())
 	}
-	c.proc = processconnect.NewProcessClient(s.hc, u.String(), copts...)
-	c.fs = filesystemconnect.NewFilesystemClient(s.hc, u.String(), copts...)
-	return c, nil
+	base := c.base.String()
+	c.proc = processconnect.NewProcessClient(c.hc, base, copts...)
+	c.fs = filesystemconnect.NewFilesystemClient(c.hc, base, copts...)
+	c.output = envdv1connect.NewOutputClient(c.hc, base, copts...)
+	c.exits = envdv1connect.NewExitsClient(c.hc, base, copts...)
+	c.ports = envdv1connect.NewPortsClient(c.hc, base, copts...)
 }
 
 // As returns a Client acting as another sandbox user (empty: envd's default),
@@ -115,9 +127,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 func (c *Client) As(user string) *Client {
 	d := *c
 	d.user = user
-	copts := []connect.ClientOption{connect.WithInterceptors(headers{&d})}
-	d.proc = processconnect.NewProcessClient(c.hc, c.base.String(), copts...)
-	d.fs = filesystemconnect.NewFilesystemClient(c.hc, c.base.String(), copts...)
+	d.bind()
 	return &d
 }
 

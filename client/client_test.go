@@ -22,11 +22,7 @@ import (
 func newClient(t *testing.T, opts ...client.Option) (*client.Client, *envdtest.Server) {
 	t.Helper()
 	s := envdtest.Start(t)
-	c, err := client.New(s.URL, append([]client.Option{client.WithHTTPClient(s.Client)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, s
+	return s.NewClient(t, opts...), s
 }
 
 func TestRunOutputAndExit(t *testing.T) {

@@ -13,7 +13,12 @@
 //     handing a URL to someone without the token;
 //   - the filesystem: Stat, List (with depth), MakeDir, Move, Remove, Watch;
 //   - the control endpoints: Init, Health and WaitHealthy (after boot and after
-//     a snapshot restore), Envs, Metrics, SnapshotPrepare.
+//     a snapshot restore), Envs, Metrics, SnapshotPrepare;
+//   - the envd.v1 services, which only this envd has: ReadOutput (the log of a
+//     process's output from any offset, live with Follow; evicted bytes are a
+//     Gap event of the exact size, never skipped silently), WaitExit and
+//     ListExits (exit reports: signal, OOM kill, peak memory, CPU time), and
+//     WatchPorts and WaitForPort (TCP listeners opening and closing).
 //
 // Every error envd reports, whether as a Connect code or an HTTP status, is an
 // *Error that matches one of the Err… kinds with errors.Is, so callers never
@@ -26,9 +31,4 @@
 // ErrUnavailable when nothing, not even a keepalive, arrives for three
 // intervals: a dead peer behind a proxy that never resets the connection is
 // detected instead of hanging forever.
-//
-// The envd.v1 services (output log, exit reports, ports) are not wrapped yet:
-// they are being added to envd separately; their methods belong in a file of
-// their own here (v1.go), built on internal/gen/envd/v1 like process.go is on
-// internal/gen/process.
 package client

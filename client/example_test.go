@@ -210,3 +210,72 @@ func ExampleClient_ListDir() {
 	// file a/b/c.txt
 	// file top.txt
 }
+
+// The output log outlives the stream that started the process: read it
+// afterwards, from any offset, and see exactly what was lost if anything was.
+func ExampleClient_ReadOutput() {
+	ctx := context.Background()
+	c, _ := client.New(exampleURL)
+	res, err := c.Run(ctx, client.Cmd{Cmd: "/bin/sh", Args: []string{"-c", "echo first; echo second; exit 2"}})
+	if err != nil {
+		panic(err)
+	}
+	r, err := c.ReadOutput(ctx, client.PID(res.PID), client.ReadOptions{Stream: client.Stdout, Offset: 6})
+	if err != nil {
+		panic(err)
+	}
+	defer r.Close()
+	for {
+		ev, err := r.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			panic(err)
+		}
+		switch {
+		case ev.Gap != nil:
+			fmt.Printf("lost %d bytes at %d\n", ev.Gap.Dropped, ev.Gap.Offset)
+		case ev.Exit != nil:
+			fmt.Println("exit", ev.Exit.Code, "after", ev.Exit.StdoutBytes, "bytes of stdout")
+		default:
+			fmt.Printf("%d: %q\n", ev.Offset, ev.Data)
+		}
+	}
+	// Output:
+	// 6: "second\n"
+	// exit 2 after 13 bytes of stdout
+}
+
+// WaitExit tells how a process ended, whoever started it and whether or not
+// anyone is attached to it.
+func ExampleClient_WaitExit() {
+	ctx := context.Background()
+	c, _ := client.New(exampleURL)
+	p, err := c.Start(ctx, client.Cmd{Cmd: "sleep", Args: []string{"1000"}, Tag: "batch-job"})
+	if err != nil {
+		panic(err)
+	}
+	p.Close() // detach: the process keeps running
+	if err := c.Signal(ctx, client.Tag("batch-job"), client.SIGTERM); err != nil {
+		panic(err)
+	}
+	rep, err := c.WaitExit(ctx, client.Tag("batch-job"))
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(rep.Tag, rep.Signal, rep.ShellCode())
+	// Output:
+	// batch-job SIGTERM 143
+}
+
+// WaitForPort waits as long as the call's deadline allows.
+func ExampleClient_WaitForPort() {
+	c, _ := client.New(exampleURL)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := c.WaitForPort(ctx, 1) // nothing listens on port 1 here
+	fmt.Println(errors.Is(err, client.ErrDeadlineExceeded))
+	// Output:
+	// true
+}

@@ -17,8 +17,28 @@ import (
 // *testing.T, so TestMain starts one for them (the tests start their own).
 var exampleURL string
 
+// listenEnv makes the test binary a listener process instead: envd leaves
+// its own sockets out of port events, so a port must be another process's.
+const listenEnv = "CLIENT_TEST_LISTEN"
+
 func TestMain(m *testing.M) {
+	if addr := os.Getenv(listenEnv); addr != "" {
+		os.Exit(listen(addr))
+	}
 	os.Exit(run(m))
+}
+
+// listen holds a listener on addr until stdin ends.
+func listen(addr string) int {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer ln.Close()
+	fmt.Println(ln.Addr().(*net.TCPAddr).Port)
+	io.Copy(io.Discard, os.Stdin)
+	return 0
 }
 
 func run(m *testing.M) int {

@@ -6,13 +6,18 @@ import (
 )
 
 // Signal is a Linux signal number. envd's wire enum names only SIGTERM and
-// SIGKILL; other numbers are sent as they are and an envd that does not
-// know them answers ErrUnimplemented.
+// SIGKILL; other numbers are sent as they are. This envd accepts every
+// standard signal (1-31); an older one or E2B's answers ErrInvalidArgument
+// or ErrUnimplemented.
 type Signal int32
 
 const (
+	SIGHUP  Signal = 1
 	SIGINT  Signal = 2
+	SIGQUIT Signal = 3
 	SIGKILL Signal = 9
+	SIGUSR1 Signal = 10
+	SIGUSR2 Signal = 12
 	SIGTERM Signal = 15
 )
 
@@ -45,6 +50,25 @@ func signalFromStatus(status string) int {
 	}
 	if n, err := strconv.Atoi(strings.Fields(rest + " ")[0]); err == nil {
 		return n
+	}
+	return 0
+}
+
+// linuxSignalNames are the names envd's exit reports use, by number.
+var linuxSignalNames = [...]string{
+	1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE",
+	9: "SIGKILL", 10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM",
+	16: "SIGSTKFLT", 17: "SIGCHLD", 18: "SIGCONT", 19: "SIGSTOP", 20: "SIGTSTP", 21: "SIGTTIN", 22: "SIGTTOU",
+	23: "SIGURG", 24: "SIGXCPU", 25: "SIGXFSZ", 26: "SIGVTALRM", 27: "SIGPROF", 28: "SIGWINCH", 29: "SIGIO",
+	30: "SIGPWR", 31: "SIGSYS",
+}
+
+// signalNumber is the number of a name such as "SIGKILL", 0 if unknown.
+func signalNumber(name string) int {
+	for n, s := range linuxSignalNames {
+		if s != "" && s == name {
+			return n
+		}
 	}
 	return 0
 }

@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,7 +14,8 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/envd-dev/envd/internal/envdtest"
+	"github.com/envd-dev/envd/internal/config"
+	"github.com/envd-dev/envd/internal/daemon"
 	pb "github.com/envd-dev/envd/internal/gen/process"
 	"github.com/envd-dev/envd/internal/gen/process/processconnect"
 )
@@ -34,9 +37,38 @@ func (p *protoRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
 	return res, err
 }
 
+// startDaemon runs a daemon for this package's own tests, which cannot use
+// envdtest: it imports this package.
+func startDaemon(t *testing.T) string {
+	t.Helper()
+	cfg, err := config.Parse([]string{"-isnotfc", "-no-cgroups"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ListenHost = "127.0.0.1"
+	d, err := daemon.New(cfg, daemon.Build{Version: "0.7.0", Commit: "test"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
 // The default client speaks HTTP/1.1, or h2c WithH2C, with either codec.
 func TestDefaultTransports(t *testing.T) {
-	s := envdtest.Start(t)
+	url := startDaemon(t)
 	for _, tc := range []struct {
 		name  string
 		opts  []Option
@@ -48,7 +80,7 @@ func TestDefaultTransports(t *testing.T) {
 		{"http1-json", []Option{WithJSON()}, "HTTP/1.1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := New(s.URL, tc.opts...)
+			c, err := New(url, tc.opts...)
 			if err != nil {
 				t.Fatal(err)
 			}

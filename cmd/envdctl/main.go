@@ -4,9 +4,9 @@
 //
 //	envdctl [--url URL] [--token T] [--user U] [--json] COMMAND [ARGS]
 //
-// Errors are one line on stderr and exit status 1 (2 for bad usage); `run`
-// and `shell` exit with the remote command's status (128+N when killed by
-// signal N).
+// Errors are one line on stderr and exit status 1 (2 for bad usage); `run`,
+// `shell` and `logs` exit with the remote command's status (128+N when
+// killed by signal N).
 package main
 
 import (
@@ -36,7 +36,10 @@ commands:
   rm [-r] [-f] PATH...
   watch [-r] PATH        print changes under PATH until interrupted
   ps                     list processes
-  kill [-s SIG] PID|@TAG send a signal (TERM, KILL, INT or a number; default TERM)
+  kill [-s SIG] PID|@TAG send a signal (TERM, KILL, INT, HUP, QUIT, USR1, USR2 or a number; default TERM)
+  logs [--follow] [--offset N] [--stream stdout|stderr|pty] PID|@TAG
+                         print a process's output from envd's log (lost bytes reported on
+                         stderr); exits with its status once it has ended
   init [--token T] [--user U] [--workdir D] [--env K=V]...
   health [--wait D]      print envd's version; --wait polls until healthy
 
@@ -142,6 +145,7 @@ var commands = map[string]func(*app, context.Context, []string) error{
 	"watch":  (*app).cmdWatch,
 	"ps":     (*app).cmdPs,
 	"kill":   (*app).cmdKill,
+	"logs":   (*app).cmdLogs,
 	"init":   (*app).cmdInit,
 	"health": (*app).cmdHealth,
 }

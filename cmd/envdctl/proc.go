@@ -50,11 +50,14 @@ func (a *app) cmdPs(ctx context.Context, args []string) error {
 	return tw.Flush()
 }
 
-var signalNames = map[string]client.Signal{"INT": client.SIGINT, "KILL": client.SIGKILL, "TERM": client.SIGTERM}
+var signalNames = map[string]client.Signal{
+	"HUP": client.SIGHUP, "INT": client.SIGINT, "QUIT": client.SIGQUIT, "KILL": client.SIGKILL,
+	"USR1": client.SIGUSR1, "USR2": client.SIGUSR2, "TERM": client.SIGTERM,
+}
 
 func (a *app) cmdKill(ctx context.Context, args []string) error {
 	fl := newFlags("kill")
-	sigName := fl.String("s", "TERM", "signal: TERM, KILL, INT or a number")
+	sigName := fl.String("s", "TERM", "signal: TERM, KILL, INT, HUP, QUIT, USR1, USR2 or a number")
 	if err := parse(fl, args); err != nil {
 		return err
 	}

@@ -35,31 +35,57 @@ func (a *app) cmdRun(ctx context.Context, args []string) error {
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	p, err := a.c.Start(ctx, cmd)
-	if err != nil {
-		return err
-	}
-	defer p.Close()
-
 	// Ctrl-C (and SIGTERM, SIGHUP) go to the remote process group instead of
-	// killing envdctl; a second Ctrl-C sends SIGKILL.
+	// killing envdctl; a second Ctrl-C sends SIGKILL. They are caught from
+	// before the start, as the process may exist before Start returns: one
+	// that arrives meanwhile is held until the PID is known, and a second
+	// one then gives up the start (an envd that does not answer).
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	started := make(chan *client.Process, 1)
+	startCtx, abort := context.WithCancel(ctx)
+	defer abort()
 	go func() {
+		var p *client.Process
+		var held []client.Signal
 		n := 0
-		for s := range sigs {
-			n++
-			sig := client.SIGTERM
-			if s == os.Interrupt {
-				sig = client.SIGINT
+		for {
+			select {
+			case p = <-started:
+				for _, sig := range held {
+					a.signal(p, sig)
+				}
+				held = nil
+			case s := <-sigs:
+				n++
+				sig := client.SIGTERM
+				if s == os.Interrupt {
+					sig = client.SIGINT
+				}
+				if n > 1 {
+					sig = client.SIGKILL
+				}
+				switch {
+				case p != nil:
+					a.signal(p, sig)
+				case n > 1:
+					abort()
+				default:
+					held = append(held, sig)
+				}
 			}
-			if n > 1 {
-				sig = client.SIGKILL
-			}
-			a.signal(p, sig)
 		}
 	}()
+	p, err := a.c.Start(startCtx, cmd)
+	if err != nil {
+		if startCtx.Err() != nil && ctx.Err() == nil {
+			return exitError(130)
+		}
+		return err
+	}
+	defer p.Close()
+	started <- p
 
 	if !stdinTTY {
 		go a.forwardStdin(ctx, p)
@@ -74,9 +100,9 @@ func (a *app) cmdRun(ctx context.Context, args []string) error {
 	return nil
 }
 
-// signal delivers sig, falling back to SIGTERM for an envd whose wire enum
-// knows only TERM and KILL (it answers InvalidArgument, or Unimplemented in
-// E2B's envd).
+// signal delivers sig. This envd takes any standard signal number; older
+// ones and E2B's know only TERM and KILL (they answer InvalidArgument or
+// Unimplemented), so for them it falls back to SIGTERM.
 func (a *app) signal(p *client.Process, sig client.Signal) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

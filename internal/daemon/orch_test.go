@@ -14,11 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envd-dev/envd/client"
 	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/config"
 	"github.com/envd-dev/envd/internal/envdtest"
-	"github.com/envd-dev/envd/internal/gen/process"
-	"github.com/envd-dev/envd/internal/gen/process/processconnect"
 )
 
 // orchRoute is one request to the daemon, with the token the test holds.
@@ -89,43 +88,13 @@ func frozenReq(t *testing.T, dir string) bool {
 // runTagged runs sh -c script over the wire and returns its stdout.
 func runTagged(t *testing.T, s *envdtest.Server, token, tag, script string) string {
 	t.Helper()
-	hc := &http.Client{Transport: tokenTransport{s.Client.Transport, token}}
-	pc := processconnect.NewProcessClient(hc, s.URL)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var tagp *string
-	if tag != "" {
-		tagp = &tag
-	}
-	stream, err := pc.Start(ctx, &process.StartRequest{
-		Process: &process.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", script}},
-		Tag:     tagp,
-	})
+	res, err := s.NewClient(t, client.WithToken(token)).Run(ctx, client.Cmd{Cmd: "/bin/sh", Args: []string{"-c", script}, Tag: tag})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", script, err)
 	}
-	var out strings.Builder
-	for stream.Receive() {
-		out.Write(stream.Msg().GetEvent().GetData().GetStdout())
-		if end := stream.Msg().GetEvent().GetEnd(); end != nil {
-			return out.String()
-		}
-	}
-	t.Fatalf("%s: stream ended without end event: %v", script, stream.Err())
-	return ""
-}
-
-type tokenTransport struct {
-	base  http.RoundTripper
-	token string
-}
-
-func (tt tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	if tt.token != "" {
-		r.Header.Set("X-Access-Token", tt.token)
-	}
-	return tt.base.RoundTrip(r)
+	return string(res.Stdout)
 }
 
 func TestFreezeUnfreezeInitThawOverTheWire(t *testing.T) {

@@ -23,11 +23,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envd-dev/envd/client"
 	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/config"
 	"github.com/envd-dev/envd/internal/envdtest"
-	"github.com/envd-dev/envd/internal/gen/process"
-	"github.com/envd-dev/envd/internal/gen/process/processconnect"
 	"github.com/envd-dev/envd/internal/mmds/mmdstest"
 	"github.com/envd-dev/envd/internal/testkit"
 )
@@ -227,26 +226,19 @@ func TestProcessesLandInCgroups(t *testing.T) {
 		c.NoCgroups = false
 		c.CgroupRoot = root
 	})
-	pc := processconnect.NewProcessClient(s.Client, s.URL)
+	c := s.NewClient(t)
 	for _, tc := range []struct {
 		group cgroup.Group
-		pty   *process.PTY
+		pty   *client.Size
 	}{
 		{cgroup.User, nil},
-		{cgroup.PTY, &process.PTY{Size: &process.PTY_Size{Cols: 80, Rows: 24}}},
+		{cgroup.PTY, &client.Size{Cols: 80, Rows: 24}},
 	} {
-		ctx, cancel := context.WithCancel(context.Background())
-		stream, err := pc.Start(ctx, &process.StartRequest{
-			Process: &process.ProcessConfig{Cmd: "/bin/sleep", Args: []string{"1000"}},
-			Pty:     tc.pty,
-		})
+		p, err := c.Start(context.Background(), client.Cmd{Cmd: "/bin/sleep", Args: []string{"1000"}, PTY: tc.pty})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !stream.Receive() {
-			t.Fatalf("start: %v", stream.Err())
-		}
-		pid := stream.Msg().GetEvent().GetStart().GetPid()
+		pid := p.PID
 		// Each command has a group of its own under its kind's group
 		// (issue 13), holding exactly that process.
 		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(int(pid)), "cgroup"))
@@ -265,15 +257,12 @@ func TestProcessesLandInCgroups(t *testing.T) {
 		if b, err := os.ReadFile(filepath.Join(own, "cgroup.procs")); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(int(pid)) {
 			t.Errorf("%s/cgroup.procs = %q (%v), want exactly pid %d", own, b, err, pid)
 		}
-		if _, err := pc.SendSignal(context.Background(), &process.SendSignalRequest{
-			Process: &process.ProcessSelector{Selector: &process.ProcessSelector_Pid{Pid: pid}},
-			Signal:  process.Signal_SIGNAL_SIGKILL,
-		}); err != nil {
+		if err := c.Signal(context.Background(), client.PID(pid), client.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		for stream.Receive() {
+		if _, err := p.Wait(nil, nil); err != nil {
+			t.Fatal(err)
 		}
-		cancel()
 	}
 }
 
@@ -302,34 +291,34 @@ func TestPayloadsNeverLogged(t *testing.T) {
 	s := envdtest.StartLogged(t, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), func(c *config.Config) { c.Verbose = true })
 	ctx := t.Context()
 	base := s.URL
-	pc := processconnect.NewProcessClient(s.Client, base)
+	c := s.NewClient(t)
 
 	const in, out, file = "PAYLOAD-IN-9c2e", "PAYLOAD-OUT-7f3a", "PAYLOAD-FILE-51d0"
-	stream, err := pc.Start(ctx, &process.StartRequest{
-		Process: &process.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", "echo " + out + "; cat >/dev/null"}},
-	})
+	p, err := c.Start(ctx, client.Cmd{Cmd: "/bin/sh", Args: []string{"-c", "echo " + out + "; cat >/dev/null"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !stream.Receive() {
-		t.Fatal(stream.Err())
-	}
-	pid := stream.Msg().GetEvent().GetStart().GetPid()
-	sel := &process.ProcessSelector{Selector: &process.ProcessSelector_Pid{Pid: pid}}
-	if _, err := pc.SendInput(ctx, &process.SendInputRequest{Process: sel, Input: &process.ProcessInput{Input: &process.ProcessInput_Stdin{Stdin: []byte(in + "\n")}}}); err != nil {
+	if err := p.SendInput(ctx, []byte(in+"\n")); err != nil {
 		t.Fatal(err)
 	}
 	sawOut := false
-	for stream.Receive() {
-		if strings.Contains(string(stream.Msg().GetEvent().GetData().GetStdout()), out) {
+	for {
+		ev, err := p.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.End != nil {
+			break
+		}
+		if strings.Contains(string(ev.Stdout), out) {
 			sawOut = true
-			if _, err := pc.CloseStdin(ctx, &process.CloseStdinRequest{Process: sel}); err != nil {
+			if err := p.CloseStdin(ctx); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	if !sawOut {
-		t.Fatalf("never saw the process output: %v", stream.Err())
+		t.Fatal("never saw the process output")
 	}
 
 	var body bytes.Buffer
@@ -407,25 +396,13 @@ func TestMemoryHogOOMKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = os.WriteFile(filepath.Join(user, "memory.swap.max"), []byte("0"), 0)
-	pc := processconnect.NewProcessClient(s.Client, s.URL)
 	// The string doubles until the group's limit stops it.
-	stream, err := pc.Start(context.Background(), &process.StartRequest{
-		Process: &process.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", "x=0123456789abcdef; while :; do x=$x$x; done"}},
-	})
+	res, err := s.NewClient(t).Run(context.Background(), client.Cmd{Cmd: "/bin/sh", Args: []string{"-c", "x=0123456789abcdef; while :; do x=$x$x; done"}})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("no end event: %v", err)
 	}
-	var end *process.ProcessEvent_EndEvent
-	for stream.Receive() {
-		if e := stream.Msg().GetEvent().GetEnd(); e != nil {
-			end = e
-		}
-	}
-	if end == nil {
-		t.Fatalf("no end event: %v", stream.Err())
-	}
-	if end.GetExited() || end.GetStatus() != "signal: killed" {
-		t.Errorf("end event %v, want killed by a signal", end)
+	if res.Exited || res.Status != "signal: killed" {
+		t.Errorf("end %+v, want killed by a signal", res.Exit)
 	}
 	b, err := os.ReadFile(filepath.Join(user, "memory.events"))
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envd-dev/envd/client"
 	"github.com/envd-dev/envd/internal/config"
 	"github.com/envd-dev/envd/internal/daemon"
 )
@@ -27,6 +28,18 @@ type Server struct {
 	stopOnce sync.Once
 	stop     func() error
 	stopErr  error
+}
+
+// NewClient returns a client package Client for the daemon over s.Client,
+// for tests whose calls are ordinary ones; tests about the wire format itself
+// build their requests by hand.
+func (s *Server) NewClient(t testing.TB, opts ...client.Option) *client.Client {
+	t.Helper()
+	c, err := client.New(s.URL, append([]client.Option{client.WithHTTPClient(s.Client)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // Stop shuts the daemon down as SIGTERM would and returns what Serve

@@ -124,7 +124,7 @@ func TestRunningProcessBadInput(t *testing.T) {
 	wantCode(t, err, connect.CodeFailedPrecondition, "error writing to pty: tty not assigned to process")
 	_, err = s.json.SendInput(ctx, &pb.SendInputRequest{Process: sel})
 	wantCode(t, err, connect.CodeInvalidArgument, "input is required: set stdin or pty")
-	for _, sig := range []pb.Signal{pb.Signal_SIGNAL_UNSPECIFIED, pb.Signal(2)} {
+	for _, sig := range []pb.Signal{pb.Signal_SIGNAL_UNSPECIFIED, pb.Signal(32)} {
 		_, err = s.json.SendSignal(ctx, &pb.SendSignalRequest{Process: sel, Signal: sig})
 		wantCode(t, err, connect.CodeInvalidArgument, "invalid signal: "+sig.String())
 	}
