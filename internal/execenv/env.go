@@ -81,6 +81,16 @@ func (e *Env) SetInternal(key, value string) {
 	e.mu.Unlock()
 }
 
+// SetInternals sets several internal variables at once: no reader sees some
+// of them without the others.
+func (e *Env) SetInternals(vars map[string]string) {
+	e.mu.Lock()
+	for k, v := range vars {
+		e.internal[k] = v
+	}
+	e.mu.Unlock()
+}
+
 // ReplaceVars replaces the user-set variables as a whole: keys absent from
 // vars are dropped. Internal keys are skipped, so they can be neither
 // overwritten nor deleted.

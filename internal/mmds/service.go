@@ -55,10 +55,14 @@ func (s *Service) WriteMode(inVM bool) error {
 
 // Apply publishes md's ids as env defaults and files. Empty ids are skipped:
 // Wrenn's MMDS may lack a key, and an empty value would hide the last good one.
+// The files are written first and the variables set together afterwards, so
+// a client that sees one id in /envs or a process's environment sees all of
+// them, and their files.
 func (s *Service) Apply(md Metadata) error {
 	s.mu.Lock()
 	s.last = md
 	s.mu.Unlock()
+	vars := map[string]string{}
 	for _, n := range aliases() {
 		for _, kv := range []struct{ key, val string }{
 			{n.prefix + "SANDBOX_ID", md.InstanceID},
@@ -67,12 +71,13 @@ func (s *Service) Apply(md Metadata) error {
 			if kv.val == "" {
 				continue
 			}
-			s.Env.SetInternal(kv.key, kv.val)
 			if err := s.writeFile(n.dir, "."+kv.key, kv.val, 0o666); err != nil {
 				return err
 			}
+			vars[kv.key] = kv.val
 		}
 	}
+	s.Env.SetInternals(vars)
 	return nil
 }
 
