@@ -6,10 +6,8 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/config"
 	"github.com/envd-dev/envd/internal/envdtest"
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
 // orchRoute is one request to the daemon, with the token the test holds.
@@ -45,35 +44,7 @@ func orchPost(t *testing.T, s *envdtest.Server, path, token, body string) (*http
 // cgroupRoot is a fresh directory of the cgroup2 mount, for --cgroup-root.
 func cgroupRoot(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups")
-	}
-	const mount = "/sys/fs/cgroup/unified"
-	if err := cgroup.IsCgroup2(mount); err != nil {
-		t.Skipf("needs a cgroup2 mount at %s: %v", mount, err)
-	}
-	root := filepath.Join(mount, "envd-orch-test-"+strconv.Itoa(os.Getpid()))
-	if err := os.Mkdir(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, g := range cgroup.Groups() {
-			_ = cgroup.SetFreeze(filepath.Join(root, string(g)), false)
-			_ = os.WriteFile(filepath.Join(root, string(g), "cgroup.kill"), []byte("1"), 0)
-		}
-		for _, g := range cgroup.Groups() {
-			for range 200 {
-				if os.Remove(filepath.Join(root, string(g))) == nil {
-					break
-				}
-				time.Sleep(10 * time.Millisecond) // killed tasks leave asynchronously
-			}
-		}
-		if err := os.Remove(root); err != nil {
-			t.Errorf("remove test cgroup: %v", err)
-		}
-	})
-	return root
+	return testkit.CgroupDir(t, "envd-orch-test-")
 }
 
 func frozenReq(t *testing.T, dir string) bool {

@@ -203,25 +203,7 @@ func TestSnapshotPrepareClosesIdleConnections(t *testing.T) {
 // (a fresh directory of the cgroup2 mount as --cgroup-root) and reads
 // cgroup.procs of each group.
 func TestProcessesLandInCgroups(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups")
-	}
-	const mount = "/sys/fs/cgroup/unified"
-	if err := cgroup.IsCgroup2(mount); err != nil {
-		t.Skipf("needs a cgroup2 mount at %s: %v", mount, err)
-	}
-	root := filepath.Join(mount, "envd-daemon-test-"+strconv.Itoa(os.Getpid()))
-	if err := os.Mkdir(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, g := range cgroup.Groups() {
-			os.Remove(filepath.Join(root, string(g)))
-		}
-		if err := os.Remove(root); err != nil {
-			t.Errorf("remove test cgroup: %v", err)
-		}
-	})
+	root := testkit.CgroupDir(t, "envd-daemon-test-")
 	s := envdtest.Start(t, func(c *config.Config) {
 		c.NoCgroups = false
 		c.CgroupRoot = root
@@ -248,7 +230,7 @@ func TestProcessesLandInCgroups(t *testing.T) {
 		var own string
 		for l := range strings.Lines(string(b)) {
 			if rest, ok := strings.CutPrefix(strings.TrimSpace(l), "0::"); ok {
-				own = filepath.Join(mount, rest)
+				own = filepath.Join(testkit.CgroupMount, rest)
 			}
 		}
 		if filepath.Dir(own) != filepath.Join(root, string(tc.group)) || !strings.HasPrefix(filepath.Base(own), "cmd-") {
