@@ -6,8 +6,10 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,7 +46,31 @@ func orchPost(t *testing.T, s *envdtest.Server, path, token, body string) (*http
 // cgroupRoot is a fresh directory of the cgroup2 mount, for --cgroup-root.
 func cgroupRoot(t *testing.T) string {
 	t.Helper()
-	return testkit.CgroupDir(t, "envd-orch-test-")
+	testkit.RequireCgroup2(t)
+	root := filepath.Join(testkit.CgroupMount, "envd-orch-test-"+strconv.Itoa(os.Getpid()))
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Only the groups are removed: a cgroup the daemon left under one makes
+	// the removal of root fail.
+	t.Cleanup(func() {
+		for _, g := range cgroup.Groups() {
+			_ = cgroup.SetFreeze(filepath.Join(root, string(g)), false)
+			_ = os.WriteFile(filepath.Join(root, string(g), "cgroup.kill"), []byte("1"), 0)
+		}
+		for _, g := range cgroup.Groups() {
+			for range 200 {
+				if os.Remove(filepath.Join(root, string(g))) == nil {
+					break
+				}
+				time.Sleep(10 * time.Millisecond) // killed tasks leave asynchronously
+			}
+		}
+		if err := os.Remove(root); err != nil {
+			t.Errorf("remove test cgroup: %v", err)
+		}
+	})
+	return root
 }
 
 func frozenReq(t *testing.T, dir string) bool {

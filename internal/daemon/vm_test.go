@@ -203,7 +203,19 @@ func TestSnapshotPrepareClosesIdleConnections(t *testing.T) {
 // (a fresh directory of the cgroup2 mount as --cgroup-root) and reads
 // cgroup.procs of each group.
 func TestProcessesLandInCgroups(t *testing.T) {
-	root := testkit.CgroupDir(t, "envd-daemon-test-")
+	testkit.RequireCgroup2(t)
+	root := filepath.Join(testkit.CgroupMount, "envd-daemon-test-"+strconv.Itoa(os.Getpid()))
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, g := range cgroup.Groups() {
+			os.Remove(filepath.Join(root, string(g)))
+		}
+		if err := os.Remove(root); err != nil {
+			t.Errorf("remove test cgroup: %v", err)
+		}
+	})
 	s := envdtest.Start(t, func(c *config.Config) {
 		c.NoCgroups = false
 		c.CgroupRoot = root

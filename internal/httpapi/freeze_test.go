@@ -27,8 +27,22 @@ import (
 // with envd's cgroup inside the root so that hierarchy sweeps run.
 func freezeTree(t *testing.T) (root string, f *freeze.Freezer) {
 	t.Helper()
-	root = testkit.CgroupDir(t, "envd-httpapi-freeze-")
-	for _, g := range []string{"user", "ptys", "envd", "app"} {
+	testkit.RequireCgroup2(t)
+	root, err := os.MkdirTemp(testkit.CgroupMount, "envd-httpapi-freeze-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := []string{"user", "ptys", "envd", "app"}
+	t.Cleanup(func() {
+		for _, g := range groups {
+			_ = cgroup.SetFreeze(filepath.Join(root, g), false)
+			_ = os.Remove(filepath.Join(root, g))
+		}
+		if err := os.Remove(root); err != nil {
+			t.Errorf("remove test cgroup: %v", err)
+		}
+	})
+	for _, g := range groups {
 		if err := os.Mkdir(filepath.Join(root, g), 0o755); err != nil {
 			t.Fatal(err)
 		}
