@@ -350,13 +350,8 @@ func TestPayloadsNeverLogged(t *testing.T) {
 // TestMemoryHogOOMKilled needs the memory controller in cgroup2; it puts a
 // limit on the user group and starts a memory hog over the wire.
 func TestMemoryHogOOMKilled(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups")
-	}
-	const mount = "/sys/fs/cgroup/unified"
-	if err := cgroup.IsCgroup2(mount); err != nil {
-		t.Skipf("needs a cgroup2 mount at %s: %v", mount, err)
-	}
+	testkit.RequireCgroup2(t)
+	const mount = testkit.CgroupMount
 	ctrls, err := cgroup.Controllers(mount)
 	if err != nil {
 		t.Fatal(err)
