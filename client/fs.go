@@ -181,13 +181,7 @@ func (c *Client) Watch(ctx context.Context, path string, o WatchOptions) (*Watch
 		defer st.Close()
 		defer wd.stop()
 		cancel()
-		if wd.fired() {
-			return stalled(op, wd.d)
-		}
-		if err := st.Err(); err != nil {
-			return rpcError(op, err)
-		}
-		return &Error{Op: op, Kind: ErrUnavailable, Message: "stream ended"}
+		return watchEnd(op, wd, false, st.Err())
 	}
 	for started := false; !started; {
 		if !st.Receive() {
@@ -214,16 +208,22 @@ func (c *Client) Watch(ctx context.Context, path string, o WatchOptions) (*Watch
 			case <-ctx.Done():
 			}
 		}
-		switch {
-		case wd.fired():
-			w.err = stalled(op, wd.d)
-		case ctx.Err() != nil:
-			// Close or the caller's context: not a failure.
-		case st.Err() != nil:
-			w.err = rpcError(op, st.Err())
-		default:
-			w.err = &Error{Op: op, Kind: ErrUnavailable, Message: "stream ended"}
-		}
+		w.err = watchEnd(op, wd, ctx.Err() != nil, st.Err())
 	}()
 	return w, nil
+}
+
+// watchEnd is why a watch stream ended: stalled when the watchdog ended it;
+// nil when Close or the caller's context did (canceled), which is not a
+// failure; else envd's or the connection's error, or that envd closed it.
+func watchEnd(op string, wd *watchdog, canceled bool, err error) error {
+	switch {
+	case wd.fired():
+		return stalled(op, wd.d)
+	case canceled:
+		return nil
+	case err != nil:
+		return rpcError(op, err)
+	}
+	return &Error{Op: op, Kind: ErrUnavailable, Message: "stream ended"}
 }

@@ -287,13 +287,7 @@ func (c *Client) WatchPorts(ctx context.Context) (*PortWatcher, error) {
 		defer st.Close()
 		defer wd.stop()
 		cancel()
-		switch {
-		case wd.fired():
-			return nil, stalled(op, wd.d)
-		case st.Err() != nil:
-			return nil, rpcError(op, st.Err())
-		}
-		return nil, &Error{Op: op, Kind: ErrUnavailable, Message: "stream ended"}
+		return nil, watchEnd(op, wd, false, st.Err())
 	}
 	wd.reset()
 	w := &PortWatcher{events: make(chan PortEvent, 64), cancel: cancel, done: make(chan struct{})}
@@ -313,16 +307,7 @@ func (c *Client) WatchPorts(ctx context.Context) (*PortWatcher, error) {
 			case <-ctx.Done():
 			}
 		}
-		switch {
-		case wd.fired():
-			w.err = stalled(op, wd.d)
-		case ctx.Err() != nil:
-			// Close or the caller's context: not a failure.
-		case st.Err() != nil:
-			w.err = rpcError(op, st.Err())
-		default:
-			w.err = &Error{Op: op, Kind: ErrUnavailable, Message: "stream ended"}
-		}
+		w.err = watchEnd(op, wd, ctx.Err() != nil, st.Err())
 	}()
 	return w, nil
 }

@@ -36,20 +36,9 @@ func (b *bench) filesURL(path string) string {
 // uploadFile sends body as a raw octet-stream upload (§7.7) and checks the
 // answer names the file.
 func (b *bench) uploadFile(ctx context.Context, path string, body io.Reader, n int64) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.filesURL(path), body)
+	msg, err := b.postFiles(ctx, path, body, n, "application/octet-stream")
 	if err != nil {
 		return err
-	}
-	req.ContentLength = n
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := b.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("POST /files: %w", err)
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("POST /files: %s: %s", resp.Status, strings.TrimSpace(string(msg)))
 	}
 	var entries []struct {
 		Path string `json:"path"`
@@ -62,6 +51,27 @@ func (b *bench) uploadFile(ctx context.Context, path string, body io.Reader, n i
 		return fmt.Errorf("POST /files: answered %s, want one entry for %s", msg, path)
 	}
 	return nil
+}
+
+// postFiles POSTs an n-byte upload body to /files?path=path and returns
+// the answer (its first 64 KiB), or an error unless it is 200.
+func (b *bench) postFiles(ctx context.Context, path string, body io.Reader, n int64, contentType string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.filesURL(path), body)
+	if err != nil {
+		return nil, err
+	}
+	req.ContentLength = n
+	req.Header.Set("Content-Type", contentType)
+	resp, err := b.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("POST /files: %w", err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("POST /files: %s: %s", resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return msg, nil
 }
 
 // checkFile compares a file on disk with pattern repeated to n bytes.

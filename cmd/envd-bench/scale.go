@@ -129,19 +129,7 @@ func (b *bench) fdLimit() string {
 // startBackground starts cmd and returns its pid once the start event came,
 // dropping the stream as the Wrenn host agent's StartBackground does.
 func (b *bench) startBackground(ctx context.Context, cmd string, args ...string) (uint32, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := b.proc.Start(ctx, startReq(cmd, args...))
-	if err != nil {
-		return 0, fmt.Errorf("Start: %w", err)
-	}
-	defer stream.Close()
-	for stream.Receive() {
-		if s := stream.Msg().GetEvent().GetStart(); s != nil {
-			return s.GetPid(), nil
-		}
-	}
-	return 0, fmt.Errorf("Start stream ended before the start event: %v", stream.Err())
+	return b.startBackgroundReq(ctx, startReq(cmd, args...))
 }
 
 // workers runs f(i) for i in [0,n) on k goroutines.

@@ -356,20 +356,9 @@ func (b *bench) uploadMultipart(ctx context.Context, path string, data []byte) e
 		"\"\r\nContent-Type: application/octet-stream\r\n\r\n"
 	tail := "\r\n--" + boundary + "--\r\n"
 	body := io.MultiReader(strings.NewReader(head), bytes.NewReader(data), strings.NewReader(tail))
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.filesURL(path), body)
+	msg, err := b.postFiles(ctx, path, body, int64(len(head)+len(data)+len(tail)), "multipart/form-data; boundary="+boundary)
 	if err != nil {
 		return err
-	}
-	req.ContentLength = int64(len(head) + len(data) + len(tail))
-	req.Header.Set("Content-Type", "multipart/form-data; boundary="+boundary)
-	resp, err := b.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("POST /files: %w", err)
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("POST /files: %s: %s", resp.Status, strings.TrimSpace(string(msg)))
 	}
 	if !bytes.Contains(msg, []byte(path)) {
 		return fmt.Errorf("POST /files: answered %s, want an entry for %s", msg, path)

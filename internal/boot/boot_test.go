@@ -187,26 +187,6 @@ func mustAtoi(t *testing.T, s string) int {
 	return n
 }
 
-// hasCapSysResource reads CAP_SYS_RESOURCE (bit 24) from CapEff.
-func hasCapSysResource(t *testing.T) bool {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
-			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return caps&(1<<24) != 0
-		}
-	}
-	t.Fatal("no CapEff in /proc/self/status")
-	return false
-}
-
 func comm(pid int) string {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 	return strings.TrimSpace(string(b))
@@ -315,7 +295,7 @@ func TestPID1(t *testing.T) {
 			soft, hard = mustAtoi(t, f[3]), mustAtoi(t, f[4])
 		}
 	}
-	if hasCapSysResource(t) {
+	if testkit.HasCapSysResource(t) {
 		if soft != want || hard != want || logs.index("boot step done", boot.NoFileStep) < 0 {
 			t.Errorf("PID 1 open-file limit %d/%d, want %d/%d with step %q done", soft, hard, want, want, boot.NoFileStep)
 		}

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
 const helperEnv = "ENVD_CGROUP_HELPER"
@@ -265,25 +267,6 @@ func TestPlacementRealCgroup2(t *testing.T) {
 	}
 }
 
-// hasCapSysResource reads CAP_SYS_RESOURCE (bit 24) from CapEff.
-func hasCapSysResource(t *testing.T) bool {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
-			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return caps&(1<<24) != 0
-		}
-	}
-	t.Fatal("no CapEff in /proc/self/status")
-	return false
-}
-
 func startWaiter(t *testing.T) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
@@ -317,7 +300,7 @@ func TestOOMScore(t *testing.T) {
 		}
 	})
 	t.Run("protect self, child inherits", func(t *testing.T) {
-		if os.Geteuid() != 0 || !hasCapSysResource(t) {
+		if os.Geteuid() != 0 || !testkit.HasCapSysResource(t) {
 			t.Skip("needs CAP_SYS_RESOURCE to lower oom_score_adj; this process's effective capabilities lack it")
 		}
 		orig, err := o.Score("self")

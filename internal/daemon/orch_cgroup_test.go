@@ -3,7 +3,6 @@ package daemon_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/config"
 	"github.com/envd-dev/envd/internal/envdtest"
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
 // innerRootEnv hands the cgroup root to the re-executed test binary, which
@@ -29,18 +29,7 @@ func TestEnvdInItsOwnCgroup(t *testing.T) {
 	if os.Getenv(innerRootEnv) != "" {
 		t.Skip("the outer half; this process is the inner one")
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups")
-	}
-	const mount = "/sys/fs/cgroup/unified"
-	if err := cgroup.IsCgroup2(mount); err != nil {
-		t.Skipf("needs a cgroup2 mount at %s: %v", mount, err)
-	}
-	root, err := os.MkdirTemp(mount, "envd-own-cgroup-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { removeCgroupTree(t, root) })
+	root := testkit.CgroupDir(t, "envd-own-cgroup-test-")
 	self := filepath.Join(root, "envd")
 	if err := os.Mkdir(self, 0o755); err != nil {
 		t.Fatal(err)
@@ -139,21 +128,4 @@ func TestEnvdInItsOwnCgroupInner(t *testing.T) {
 			t.Errorf("after /init: %s frozen = %v, want %v", rel, got, want)
 		}
 	}
-}
-
-// removeCgroupTree thaws, kills and removes a test cgroup tree.
-func removeCgroupTree(t *testing.T, dir string) {
-	kids, _ := cgroup.Children(dir)
-	for _, k := range kids {
-		removeCgroupTree(t, filepath.Join(dir, k))
-	}
-	_ = cgroup.SetFreeze(dir, false)
-	_ = os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
-	for range 1000 {
-		if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		time.Sleep(5 * time.Millisecond) // killed tasks leave the cgroup asynchronously
-	}
-	t.Errorf("could not remove test cgroup %s", dir)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/config"
 	"github.com/envd-dev/envd/internal/envdtest"
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
 // orchRoute is one request to the daemon, with the token the test holds.
@@ -45,17 +46,13 @@ func orchPost(t *testing.T, s *envdtest.Server, path, token, body string) (*http
 // cgroupRoot is a fresh directory of the cgroup2 mount, for --cgroup-root.
 func cgroupRoot(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups")
-	}
-	const mount = "/sys/fs/cgroup/unified"
-	if err := cgroup.IsCgroup2(mount); err != nil {
-		t.Skipf("needs a cgroup2 mount at %s: %v", mount, err)
-	}
-	root := filepath.Join(mount, "envd-orch-test-"+strconv.Itoa(os.Getpid()))
+	testkit.RequireCgroup2(t)
+	root := filepath.Join(testkit.CgroupMount, "envd-orch-test-"+strconv.Itoa(os.Getpid()))
 	if err := os.Mkdir(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Only the groups are removed: a cgroup the daemon left under one makes
+	// the removal of root fail.
 	t.Cleanup(func() {
 		for _, g := range cgroup.Groups() {
 			_ = cgroup.SetFreeze(filepath.Join(root, string(g)), false)

@@ -203,14 +203,8 @@ func TestSnapshotPrepareClosesIdleConnections(t *testing.T) {
 // (a fresh directory of the cgroup2 mount as --cgroup-root) and reads
 // cgroup.procs of each group.
 func TestProcessesLandInCgroups(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups")
-	}
-	const mount = "/sys/fs/cgroup/unified"
-	if err := cgroup.IsCgroup2(mount); err != nil {
-		t.Skipf("needs a cgroup2 mount at %s: %v", mount, err)
-	}
-	root := filepath.Join(mount, "envd-daemon-test-"+strconv.Itoa(os.Getpid()))
+	testkit.RequireCgroup2(t)
+	root := filepath.Join(testkit.CgroupMount, "envd-daemon-test-"+strconv.Itoa(os.Getpid()))
 	if err := os.Mkdir(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +242,7 @@ func TestProcessesLandInCgroups(t *testing.T) {
 		var own string
 		for l := range strings.Lines(string(b)) {
 			if rest, ok := strings.CutPrefix(strings.TrimSpace(l), "0::"); ok {
-				own = filepath.Join(mount, rest)
+				own = filepath.Join(testkit.CgroupMount, rest)
 			}
 		}
 		if filepath.Dir(own) != filepath.Join(root, string(tc.group)) || !strings.HasPrefix(filepath.Base(own), "cmd-") {
@@ -356,13 +350,8 @@ func TestPayloadsNeverLogged(t *testing.T) {
 // TestMemoryHogOOMKilled needs the memory controller in cgroup2; it puts a
 // limit on the user group and starts a memory hog over the wire.
 func TestMemoryHogOOMKilled(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups")
-	}
-	const mount = "/sys/fs/cgroup/unified"
-	if err := cgroup.IsCgroup2(mount); err != nil {
-		t.Skipf("needs a cgroup2 mount at %s: %v", mount, err)
-	}
+	testkit.RequireCgroup2(t)
+	const mount = testkit.CgroupMount
 	ctrls, err := cgroup.Controllers(mount)
 	if err != nil {
 		t.Fatal(err)

@@ -21,7 +21,6 @@ import (
 	"github.com/envd-dev/envd/internal/auth"
 	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/envdapi"
-	"github.com/envd-dev/envd/internal/execenv"
 	pb "github.com/envd-dev/envd/internal/gen/envd/v1"
 	"github.com/envd-dev/envd/internal/gen/envd/v1/envdv1connect"
 	ppb "github.com/envd-dev/envd/internal/gen/process"
@@ -29,8 +28,8 @@ import (
 	"github.com/envd-dev/envd/internal/portscan"
 	"github.com/envd-dev/envd/internal/portwatch"
 	"github.com/envd-dev/envd/internal/proc"
+	"github.com/envd-dev/envd/internal/proc/proctest"
 	"github.com/envd-dev/envd/internal/processapi"
-	"github.com/envd-dev/envd/internal/reaper"
 	"github.com/envd-dev/envd/internal/testkit"
 )
 
@@ -133,23 +132,15 @@ type options struct {
 
 func newServer(t testing.TB, o options) *server {
 	t.Helper()
-	r, err := reaper.New(slog.New(slog.DiscardHandler), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	reaped := make(chan struct{})
-	go func() { r.Run(ctx); close(reaped) }()
-	env := execenv.NewEnv(os.Getenv("PATH"))
-	c := testkit.NewClock()
-	po := proc.Options{Reaper: r, Env: env, Now: c.Now}
-	if o.cgroups != nil {
-		po.Placer = o.cgroups
-	}
-	if o.proc != nil {
-		o.proc(&po)
-	}
-	m := proc.NewManager(po)
+	pf := proctest.New(t, func(po *proc.Options) {
+		if o.cgroups != nil {
+			po.Placer = o.cgroups
+		}
+		if o.proc != nil {
+			o.proc(po)
+		}
+	})
+	m, env, c := pf.Manager, pf.Env, pf.Clock
 	w := &portwatch.Watcher{Scan: portwatch.SockDiagOr(portscan.Scanner{ProcRoot: "/proc"}.All), ProcRoot: "/proc", Interval: 20 * time.Millisecond}
 	mux := http.NewServeMux()
 	mux.Handle(processconnect.NewProcessHandler(processapi.New(m, env, slog.New(slog.DiscardHandler)), processapi.HandlerOptions()...))
@@ -161,12 +152,6 @@ func newServer(t testing.TB, o options) *server {
 	t.Cleanup(func() {
 		hs.CloseClientConnections()
 		hs.Close()
-		for _, p := range m.Live() {
-			_ = p.Signal(9)
-			<-p.Done()
-		}
-		cancel()
-		<-reaped
 	})
 	j := connect.WithProtoJSON()
 	return &server{

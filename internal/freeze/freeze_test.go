@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/envd-dev/envd/internal/cgroup"
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
 const helperEnv = "ENVD_FREEZE_HELPER"
@@ -47,35 +48,7 @@ func TestMain(m *testing.M) {
 // removes it (thawing and killing whatever is left) when the test ends.
 func testRoot(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups")
-	}
-	const mount = "/sys/fs/cgroup/unified"
-	if err := cgroup.IsCgroup2(mount); err != nil {
-		t.Skipf("needs a cgroup2 mount at %s: %v", mount, err)
-	}
-	root, err := os.MkdirTemp(mount, "envd-freeze-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { removeTree(t, root) })
-	return root
-}
-
-func removeTree(t *testing.T, dir string) {
-	kids, _ := cgroup.Children(dir)
-	for _, k := range kids {
-		removeTree(t, filepath.Join(dir, k))
-	}
-	_ = cgroup.SetFreeze(dir, false)
-	_ = os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
-	for range 1000 {
-		if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		time.Sleep(5 * time.Millisecond) // killed tasks leave the cgroup asynchronously
-	}
-	t.Errorf("could not remove test cgroup %s", dir)
+	return testkit.CgroupDir(t, "envd-freeze-test-")
 }
 
 func mkcg(t *testing.T, root string, rels ...string) {

@@ -20,20 +20,15 @@ import (
 	"github.com/envd-dev/envd/internal/freeze"
 	"github.com/envd-dev/envd/internal/httpapi"
 	"github.com/envd-dev/envd/internal/memcollapse"
+	"github.com/envd-dev/envd/internal/testkit"
 )
 
 // freezeTree makes root/{user,ptys,envd,app} in the host's cgroup2 mount,
 // with envd's cgroup inside the root so that hierarchy sweeps run.
 func freezeTree(t *testing.T) (root string, f *freeze.Freezer) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups")
-	}
-	const mount = "/sys/fs/cgroup/unified"
-	if err := cgroup.IsCgroup2(mount); err != nil {
-		t.Skipf("needs a cgroup2 mount at %s: %v", mount, err)
-	}
-	root, err := os.MkdirTemp(mount, "envd-httpapi-freeze-")
+	testkit.RequireCgroup2(t)
+	root, err := os.MkdirTemp(testkit.CgroupMount, "envd-httpapi-freeze-")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/execenv"
 	"github.com/envd-dev/envd/internal/proc"
-	"github.com/envd-dev/envd/internal/reaper"
+	"github.com/envd-dev/envd/internal/proc/proctest"
 	"github.com/envd-dev/envd/internal/testkit"
 	"golang.org/x/sys/unix"
 )
@@ -37,33 +37,12 @@ type fixture struct {
 
 func newFixture(t *testing.T, mutate ...func(*proc.Options)) *fixture {
 	t.Helper()
-	r, err := reaper.New(slog.New(slog.DiscardHandler), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { r.Run(ctx); close(done) }()
-	env := execenv.NewEnv(os.Getenv("PATH"))
-	c := testkit.NewClock()
-	o := proc.Options{Reaper: r, Env: env, Now: c.Now}
-	for _, fn := range mutate {
-		fn(&o)
-	}
-	m := proc.NewManager(o)
+	pf := proctest.New(t, mutate...)
 	u, err := execenv.LookupUser(currentUser(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		for _, p := range m.Live() {
-			_ = p.Signal(syscall.SIGKILL)
-			<-p.Done()
-		}
-		cancel()
-		<-done
-	})
-	return &fixture{m: m, env: env, clock: c, user: u}
+	return &fixture{m: pf.Manager, env: pf.Env, clock: pf.Clock, user: u}
 }
 
 func currentUser(t *testing.T) string {

@@ -19,8 +19,8 @@ import (
 	pb "github.com/envd-dev/envd/internal/gen/process"
 	"github.com/envd-dev/envd/internal/gen/process/processconnect"
 	"github.com/envd-dev/envd/internal/proc"
+	"github.com/envd-dev/envd/internal/proc/proctest"
 	"github.com/envd-dev/envd/internal/processapi"
-	"github.com/envd-dev/envd/internal/reaper"
 	"github.com/envd-dev/envd/internal/testkit"
 )
 
@@ -43,20 +43,8 @@ type server struct {
 
 func newServer(t testing.TB, mutate ...func(*proc.Options)) *server {
 	t.Helper()
-	r, err := reaper.New(slog.New(slog.DiscardHandler), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	reaped := make(chan struct{})
-	go func() { r.Run(ctx); close(reaped) }()
-	env := execenv.NewEnv(os.Getenv("PATH"))
-	c := testkit.NewClock()
-	o := proc.Options{Reaper: r, Env: env, Now: c.Now}
-	for _, fn := range mutate {
-		fn(&o)
-	}
-	m := proc.NewManager(o)
+	pf := proctest.New(t, mutate...)
+	m, env, c := pf.Manager, pf.Env, pf.Clock
 	mux := http.NewServeMux()
 	mux.Handle(processapi.Wrap(processconnect.NewProcessHandler(processapi.New(m, env, slog.New(slog.DiscardHandler)), processapi.HandlerOptions()...)))
 	hs := httptest.NewServer(auth.BasicUser(env, mux))
@@ -64,12 +52,6 @@ func newServer(t testing.TB, mutate ...func(*proc.Options)) *server {
 	t.Cleanup(func() {
 		hs.CloseClientConnections()
 		hs.Close()
-		for _, p := range m.Live() {
-			_ = p.Signal(9)
-			<-p.Done()
-		}
-		cancel()
-		<-reaped
 	})
 	return &server{
 		url:    hs.URL,

@@ -46,3 +46,25 @@ func MaxQueuedEvents(t testing.TB, atMost int) int {
 	}
 	return limit
 }
+
+// HasCapSysResource reads CAP_SYS_RESOURCE (bit 24) from this process's
+// CapEff: without it the kernel lets a process exceed limits it would
+// otherwise enforce, which limit tests must know.
+func HasCapSysResource(t testing.TB) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return caps&(1<<24) != 0
+		}
+	}
+	t.Fatal("no CapEff in /proc/self/status")
+	return false
+}
