@@ -105,7 +105,7 @@ func (s *suite) fsfreeze(ctx context.Context) (string, error) {
 	}
 	select {
 	case <-probe.Done():
-		r, err := probe.Wait(0)
+		r, err := probe.Wait(time.Second)
 		return "", fmt.Errorf("the write ended while the root filesystem was frozen: %q %q %v", r.End.GetStatus(), r.Stdout, err)
 	case <-time.After(time.Second):
 	}
@@ -218,6 +218,14 @@ func (s *suite) upgrade(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("/health after /upgrade (%v): %w\n%s", upErr, err, s.m.ConsoleTail(20))
 	}
 	healthy := time.Since(t0)
+	// The old envd's connections died with it: a new client, as a host
+	// agent's after an upgrade.
+	token := s.c.Token
+	s.c = vm.NewClient(s.m.URL)
+	s.c.Token = token
+	pc = s.c.Process("user")
+	out = envdv1connect.NewOutputClient(s.c.HC, s.c.Base)
+	fsc = filesystemconnect.NewFilesystemClient(s.c.HC, s.c.Base)
 	// Gated until the first /init.
 	if code, body, err := s.c.Get(ctx, "/envs"); err != nil || code != http.StatusUnauthorized || !strings.Contains(body, "envd not initialized") {
 		return "", fmt.Errorf("GET /envs before the post-upgrade /init: %d %q %v, want 401 envd not initialized", code, trim(body), err)
