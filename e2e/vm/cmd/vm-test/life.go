@@ -481,6 +481,12 @@ func (s *suite) processes10k(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// What n processes, each with a cgroup of its own, cost the guest.
+	avail := func() string {
+		out, _ := s.c.Output(ctx, "root", "awk '/^MemAvailable/ {printf \"%d MiB\", $2/1024}' /proc/meminfo")
+		return out
+	}
+	baseMem := avail()
 	tr := &http.Transport{Protocols: new(http.Protocols)}
 	tr.Protocols.SetUnencryptedHTTP2(true)
 	h2 := vm.NewClient(s.m.URL)
@@ -563,6 +569,7 @@ func (s *suite) processes10k(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	peakMem := avail()
 	t1 := time.Now()
 	kill := make(chan uint32)
 	go func() {
@@ -616,8 +623,8 @@ func (s *suite) processes10k(ctx context.Context) (string, error) {
 	}); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%d busybox sleeps started in %s (%.0f/s), all %d in List, envd fds %d → %d → %d; SIGKILLed in %s: none listed, no zombie", n, startTook.Round(time.Second),
-		float64(n)/startTook.Seconds(), listed, baseFD, peakFD, endFD, time.Since(t1).Round(time.Second)), nil
+	return fmt.Sprintf("%d busybox sleeps started in %s (%.0f/s), all %d in List, envd fds %d → %d → %d, guest MemAvailable %s → %s; SIGKILLed in %s: none listed, no zombie", n, startTook.Round(time.Second),
+		float64(n)/startTook.Seconds(), listed, baseFD, peakFD, endFD, baseMem, peakMem, time.Since(t1).Round(time.Second)), nil
 }
 
 type roundTripperFunc func(*http.Request) (*http.Response, error)
