@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -371,8 +372,9 @@ func trim(s string) string {
 	return s
 }
 
-// cgroups: PTYs in ptys, other processes in user, envd in envd, with the
-// memory and cpu controllers on.
+// cgroups: each command in a group of its own (issue 13): PTYs in
+// ptys/cmd-N, other processes in user/cmd-N, envd in envd, with the memory
+// and cpu controllers on for those groups and the commands' groups.
 func (s *suite) cgroups(ctx context.Context) (string, error) {
 	pty, err := s.c.Start(ctx, "user", &process.StartRequest{Process: &process.ProcessConfig{Cmd: "/bin/sleep", Args: []string{"120"}},
 		Pty: &process.PTY{Size: &process.PTY_Size{Cols: 80, Rows: 24}}})
@@ -385,10 +387,11 @@ func (s *suite) cgroups(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer s.c.Signal(ctx, "user", plain.Pid, process.Signal_SIGNAL_SIGKILL)
-	out, err := s.c.Output(ctx, "root", fmt.Sprintf(`cat /proc/%d/cgroup /proc/%d/cgroup /proc/1/cgroup /proc/self/cgroup
-cd /sys/fs/cgroup
+	// Per line: the group, then its controllers (the shell's own is "self").
+	out, err := s.c.Output(ctx, "root", fmt.Sprintf(`cd /sys/fs/cgroup
+for p in %d %d 1 self; do g=$(sed -n 's/^0:://p' /proc/$p/cgroup); echo "$g | $(cat .$g/cgroup.controllers)"; done
 echo "root: $(cat cgroup.subtree_control)"
-for g in ptys user envd; do echo "$g: $(cat $g/cgroup.controllers) | cpu.weight=$(cat $g/cpu.weight) memory.high=$(cat $g/memory.high) memory.min=$(cat $g/memory.min)"; done`, pty.Pid, plain.Pid))
+for g in ptys user envd; do echo "$g: $(cat $g/cgroup.controllers) | subtree $(cat $g/cgroup.subtree_control 2>/dev/null) | cpu.weight=$(cat $g/cpu.weight) memory.high=$(cat $g/memory.high) memory.min=$(cat $g/memory.min)"; done`, pty.Pid, plain.Pid))
 	if err != nil {
 		return "", err
 	}
@@ -397,24 +400,48 @@ for g in ptys user envd; do echo "$g: $(cat $g/cgroup.controllers) | cpu.weight=
 		return "", fmt.Errorf("unexpected output %q", out)
 	}
 	var problems []string
-	for i, w := range []string{"0::/ptys", "0::/user", "0::/envd", "0::/user"} {
-		if lines[i] != w {
-			problems = append(problems, fmt.Sprintf("%s is in %q, want %s", []string{"the PTY process", "the plain process", "envd", "a Start's shell"}[i], lines[i], w))
-		}
-	}
-	for _, l := range lines[4:] {
-		name, rest, _ := strings.Cut(l, ": ")
-		ctrls, _, _ := strings.Cut(rest, " | ")
+	hasBoth := func(what, ctrls, line string) {
 		for _, c := range []string{"cpu", "memory"} {
 			if !slices.Contains(strings.Fields(ctrls), c) {
-				problems = append(problems, fmt.Sprintf("%s lacks the %s controller (%q)", name, c, l))
+				problems = append(problems, fmt.Sprintf("%s lacks the %s controller (%q)", what, c, line))
 			}
+		}
+	}
+	cmdGroup := regexp.MustCompile(`^/(ptys|user)/cmd-[0-9]+$`)
+	var groups []string
+	for i, want := range []string{"ptys", "user", "envd", "user"} {
+		what := []string{"the PTY process", "the plain process", "envd", "a Start's shell"}[i]
+		g, ctrls, _ := strings.Cut(lines[i], " | ")
+		groups = append(groups, g)
+		ok := g == "/"+want
+		if want != "envd" {
+			m := cmdGroup.FindStringSubmatch(g)
+			ok = m != nil && m[1] == want
+			want += "/cmd-N"
+		}
+		if !ok {
+			problems = append(problems, fmt.Sprintf("%s is in %q, want /%s", what, g, want))
+			continue
+		}
+		hasBoth(what+"'s group "+g, ctrls, lines[i])
+	}
+	if len(problems) == 0 && (groups[0] == groups[3] || groups[1] == groups[3]) {
+		problems = append(problems, fmt.Sprintf("two commands share a group: %q", groups))
+	}
+	for _, l := range lines[5:] {
+		name, rest, _ := strings.Cut(l, ": ")
+		ctrls, rest, _ := strings.Cut(rest, " | ")
+		hasBoth(name, ctrls, l)
+		if name != "envd" {
+			// Their command children get the controllers from here.
+			sub, _, _ := strings.Cut(strings.TrimPrefix(rest, "subtree "), " | ")
+			hasBoth(name+"'s subtree_control", sub, l)
 		}
 	}
 	if len(problems) > 0 {
 		return "", errors.New(strings.Join(problems, "; "))
 	}
-	return fmt.Sprintf("PTY in ptys, Start in user, envd in envd; %s", strings.Join(lines[4:], "; ")), nil
+	return fmt.Sprintf("PTY in %s, Start in %s, a Start's shell in %s, envd in %s, each command's group with cpu and memory; %s", groups[0], groups[1], groups[3], groups[2], strings.Join(lines[5:], "; ")), nil
 }
 
 // oom: a command allocating past what the user group may have is killed by
@@ -450,6 +477,7 @@ func (s *suite) oom(ctx context.Context) (string, error) {
 	t0 := time.Now()
 	hog, err := s.c.Run(ctx, "user", "/usr/bin/python3", "-c", `
 import mmap, sys
+print(open("/proc/self/cgroup").read().strip(), flush=True)
 keep = []
 for i in range(128):
     keep.append(mmap.mmap(-1, 128 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE))
@@ -465,6 +493,12 @@ sys.exit(3)
 	if end.GetExited() || end.GetStatus() != "signal: killed" {
 		return "", fmt.Errorf("hog ended with %q (exited %v), want signal: killed; stdout tail %q", end.GetStatus(), end.GetExited(), lastLines(hog.Stdout, 2))
 	}
+	// The limit is on user; the hog runs in its own user/cmd-N below it.
+	group, _, _ := strings.Cut(hog.Stdout, "\n")
+	if !regexp.MustCompile(`^0::/user/cmd-[0-9]+$`).MatchString(group) {
+		return "", fmt.Errorf("the hog ran in %q, want 0::/user/cmd-N under the limited user group", group)
+	}
+	group = strings.TrimPrefix(group, "0::")
 	after, err := count()
 	if err != nil {
 		return "", fmt.Errorf("after the OOM kill: %w", err)
@@ -485,34 +519,74 @@ sys.exit(3)
 	peak := lastLines(strings.TrimSpace(hog.Stdout), 1)
 
 	// The Go test that needs a memory controller, run as root in the guest.
-	f, err := os.Open(s.cgroupTest)
+	verdicts, note, err := s.guestGoTest(ctx, s.cgroupTest, "", "TestMemoryLimitOOMKill")
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	code, body, err := s.c.Upload(ctx, "root", "/root/cgroup.test", f)
-	if err != nil || code != 200 {
-		return "", fmt.Errorf("upload the cgroup test binary: %d %q %v", code, trim(body), err)
-	}
-	r, err := s.c.Sh(ctx, "root", "chmod +x /root/cgroup.test && cd /root && ./cgroup.test -test.v -test.count=1 2>&1")
+	verdict := verdicts[0]
+	return fmt.Sprintf("hog in %s killed by the OOM killer (%s, oom_kill %d→%d) at %s after %.1fs (user memory.max set to its memory.high %s); envd oom_score_adj -1000, healthy, next Start works; internal/cgroup tests as root in the VM: %s, %s",
+		group, end.GetStatus(), before, after, peak, hogTook.Seconds(), strings.TrimSpace(high), strings.TrimSpace(verdict), note), nil
+}
+
+// guestGoTest uploads a Go test binary built on the host (static) and runs
+// it as root in the guest with -test.run, failing unless it exits 0 and
+// every one of tests reports PASS (a SKIP there is a failure: the VM has
+// what those tests need). It returns the tests' verdict lines and a note on
+// the other tests that skipped.
+func (s *suite) guestGoTest(ctx context.Context, bin, run string, tests ...string) ([]string, string, error) {
+	f, err := os.Open(bin)
 	if err != nil {
-		return "", fmt.Errorf("run the cgroup tests: %w", err)
+		return nil, "", err
 	}
-	verdict := regexp.MustCompile(`--- (PASS|FAIL|SKIP): TestMemoryLimitOOMKill\b.*`).FindString(r.Stdout)
-	if r.OK() != nil || !strings.HasPrefix(verdict, "--- PASS") {
-		return "", fmt.Errorf("internal/cgroup tests in the VM (%q): %s\n%s", verdict, r.End.GetStatus(), lastLines(r.Stdout, 30))
+	defer f.Close()
+	name := filepath.Base(bin)
+	code, body, err := s.c.Upload(ctx, "root", "/root/"+name, f)
+	if err != nil || code != 200 {
+		return nil, "", fmt.Errorf("upload %s: %d %q %v", name, code, trim(body), err)
 	}
-	skips := regexp.MustCompile(`--- SKIP: (\S+)`).FindAllStringSubmatch(r.Stdout, -1)
+	args := "-test.v -test.count=1"
+	if run != "" {
+		args += " -test.run '" + run + "'"
+	}
+	r, err := s.c.Sh(ctx, "root", "chmod +x /root/"+name+" && cd /root && ./"+name+" "+args+" 2>&1")
+	if err != nil {
+		return nil, "", fmt.Errorf("run %s: %w", name, err)
+	}
+	var verdicts []string
+	failed := r.OK() != nil
+	for _, t := range tests {
+		v := regexp.MustCompile(`--- (PASS|FAIL|SKIP): ` + regexp.QuoteMeta(t) + `\b.*`).FindString(r.Stdout)
+		if !strings.HasPrefix(v, "--- PASS") {
+			failed = true
+			if v == "" {
+				v = "no verdict for " + t
+			}
+		}
+		verdicts = append(verdicts, strings.TrimSpace(v))
+	}
+	if failed {
+		return nil, "", fmt.Errorf("%s in the VM (%q): %s\n%s", name, verdicts, r.End.GetStatus(), lastLines(r.Stdout, 30))
+	}
 	var skipped []string
-	for _, m := range skips {
+	for _, m := range regexp.MustCompile(`--- SKIP: (\S+)`).FindAllStringSubmatch(r.Stdout, -1) {
 		skipped = append(skipped, m[1])
 	}
 	note := "none skipped"
 	if len(skipped) > 0 {
 		note = "skipped: " + strings.Join(skipped, ", ")
 	}
-	return fmt.Sprintf("hog killed by the OOM killer (%s, oom_kill %d→%d) at %s after %.1fs (user memory.max set to its memory.high %s); envd oom_score_adj -1000, healthy, next Start works; internal/cgroup tests as root in the VM: %s, %s",
-		end.GetStatus(), before, after, peak, hogTook.Seconds(), strings.TrimSpace(high), strings.TrimSpace(verdict), note), nil
+	return verdicts, note, nil
+}
+
+// exitReports: the exit report tests of internal/envdapi that need the
+// memory and cpu controllers (issue 13), as root in the VM.
+func (s *suite) exitReports(ctx context.Context) (string, error) {
+	tests := []string{"TestExitReportPeakMemory", "TestExitReportOOMKilled", "TestExitReportCPUFromCgroup"}
+	verdicts, _, err := s.guestGoTest(ctx, s.envdapiTest, "TestExitReport(PeakMemory|OOMKilled|CPUFromCgroup)", tests...)
+	if err != nil {
+		return "", err
+	}
+	return "internal/envdapi as root in the VM: " + strings.Join(verdicts, "; "), nil
 }
 
 // orphans: a grandchild whose parent exited is reparented to envd and
