@@ -1,7 +1,6 @@
 package vm
 
 import (
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,16 +29,6 @@ func listenBacklog(t *testing.T, port int) int {
 	return n
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // The listener of a real qemu's hostfwd, in a qemu with no machine: slirp's
 // backlog of 1 is what reset the SDK's bursts of uploads in the VM.
 func TestWidenHostfwdBacklog(t *testing.T) {
@@ -50,7 +39,10 @@ func TestWidenHostfwdBacklog(t *testing.T) {
 	if _, err := exec.LookPath("ss"); err != nil {
 		t.Skip("ss not found: apt-get install iproute2 (or run scripts/install-deps)")
 	}
-	port := freePort(t)
+	port, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	sock := filepath.Join(t.TempDir(), "qmp.sock")
 	cmd := exec.Command(qemu, "-M", "none", "-nodefaults", "-display", "none", "-S",
 		"-netdev", "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:"+strconv.Itoa(port)+"-"+GuestIP+":"+strconv.Itoa(EnvdPort),
@@ -84,7 +76,11 @@ func TestWidenHostfwdBacklog(t *testing.T) {
 
 	// Another port of the same qemu is not a listener of it: a clear error,
 	// and the real one is untouched.
-	if err := widenBacklog(cmd.Process.Pid, freePort(t)); err == nil || !strings.Contains(err.Error(), "no listener") {
+	other, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := widenBacklog(cmd.Process.Pid, other); err == nil || !strings.Contains(err.Error(), "no listener") {
 		t.Errorf("widenBacklog on a port qemu does not listen on: %v, want a no-listener error", err)
 	}
 	if got := listenBacklog(t, port); got != want {
