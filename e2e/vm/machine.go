@@ -198,6 +198,10 @@ func Start(cfg Config) (*Machine, error) {
 		return nil, fmt.Errorf("%w%s", err, m.exitNote())
 	}
 	m.QMP = q
+	if err := widenBacklog(m.PID(), cfg.Port); err != nil {
+		m.Kill()
+		return nil, fmt.Errorf("hostfwd 127.0.0.1:%d: %w%s", cfg.Port, err, m.exitNote())
+	}
 	return m, nil
 }
 
@@ -334,6 +338,9 @@ func (m *Machine) AddHostFwd(hostPort, guestPort int) error {
 	out, err := m.QMP.HMP(fmt.Sprintf("hostfwd_add n0 tcp:127.0.0.1:%d-%s:%d", hostPort, GuestIP, guestPort))
 	if err == nil && strings.TrimSpace(out) != "" {
 		err = fmt.Errorf("hostfwd_add: %s", strings.TrimSpace(out))
+	}
+	if err == nil {
+		err = widenBacklog(m.PID(), hostPort)
 	}
 	return err
 }
