@@ -36,6 +36,12 @@ type Config struct {
 	// or child subreaper). Only main sets it: it would steal the exit status
 	// of os/exec children in a test binary hosting the daemon.
 	ReapOrphans bool
+	// FreezeRoot is the filesystem POST /fsfreeze freezes (FIFREEZE): "/"
+	// when Parse sees no --isnotfc, else empty, which the route refuses. A
+	// test that plays a VM by setting IsNotFC=false after parsing keeps it
+	// empty, so no test can freeze the root filesystem of the machine it
+	// runs on.
+	FreezeRoot string
 	// ResumeHandover: this process image was exec'd by a live upgrade
 	// (§18.1) and takes over from the handover blob.
 	ResumeHandover bool
@@ -84,6 +90,9 @@ func Parse(args []string, usage io.Writer) (Config, error) {
 	}
 	if c.Port < 0 || c.Port > 65535 {
 		return c, errors.New("port must be between 0 and 65535")
+	}
+	if !c.IsNotFC {
+		c.FreezeRoot = "/"
 	}
 	return c, nil
 }

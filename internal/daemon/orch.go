@@ -43,12 +43,9 @@ func (d *Daemon) setupOrch() {
 		}
 	}
 	d.orch.freezer = freeze.New(freeze.Config{Root: root, Self: self, Log: d.log})
-	// FIFREEZE of / on a machine that is not a sandbox VM would stop it.
-	target := ""
-	if !d.cfg.IsNotFC {
-		target = "/"
-	}
-	d.orch.fs = fsfreeze.New(target)
+	// FIFREEZE of / on a machine that is not a sandbox VM would stop it:
+	// the target comes from the flags alone (config.FreezeRoot).
+	d.orch.fs = fsfreeze.New(d.cfg.FreezeRoot)
 	d.orch.collapse = &memcollapse.Collapser{ProcSelf: filepath.Join(d.cfg.ProcRoot, "self")}
 	d.initAPI.OnAuthorized = httpapi.InitThaw(d.orch.freezer, d.log)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/envd-dev/envd/internal/cgroup"
 	"github.com/envd-dev/envd/internal/config"
 	"github.com/envd-dev/envd/internal/envdtest"
+	"github.com/envd-dev/envd/internal/mmds/mmdstest"
 	"github.com/envd-dev/envd/internal/testkit"
 )
 
@@ -237,5 +238,25 @@ func TestFreezeWithoutCgroupsUnobservable(t *testing.T) {
 	}
 	if resp, _ := orchPost(t, s, "/unfreeze", "", ""); resp.StatusCode != 204 {
 		t.Errorf("/unfreeze without cgroups = %d", resp.StatusCode)
+	}
+}
+
+// A daemon that plays a VM on this machine (IsNotFC false after parsing, as
+// startInVM does) still has no /fsfreeze target: only the flags give one, so
+// no test can freeze the root filesystem of the machine it runs on. Only
+// /fsthaw is asked: with "/" as its target it would answer 204 (FITHAW of a
+// filesystem that is not frozen is EINVAL, which counts as thawed), whereas a
+// regression asked /fsfreeze would freeze this machine.
+func TestFSFreezeRefusedWhenOnlyPlayingAVM(t *testing.T) {
+	s, _ := startInVM(t, mmdstest.New(t, map[string]any{"instanceID": "sbx-1"}))
+	resp, body := orchPost(t, s, "/fsthaw", "", "")
+	if resp.StatusCode != 500 || !strings.Contains(body, "refused") {
+		t.Errorf("/fsthaw = %d %q, want a 500 refusal", resp.StatusCode, body)
+	}
+	if c, err := config.Parse(nil, nil); err != nil || c.FreezeRoot != "/" {
+		t.Errorf("config.Parse without --isnotfc: FreezeRoot %q, %v; want /", c.FreezeRoot, err)
+	}
+	if c, err := config.Parse([]string{"--isnotfc"}, nil); err != nil || c.FreezeRoot != "" {
+		t.Errorf("config.Parse --isnotfc: FreezeRoot %q, %v; want empty", c.FreezeRoot, err)
 	}
 }
