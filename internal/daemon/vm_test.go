@@ -199,6 +199,50 @@ func TestSnapshotPrepareClosesIdleConnections(t *testing.T) {
 	}
 }
 
+// The sequences issue 10 names as bad input: a restore with no prepare
+// before it (the first /health of a VM that was never prepared), /snapshot/prepare
+// twice in a row, and /health between a prepare and the snapshot. Each gets a
+// defined answer at once, and keep-alive comes back with the first /health.
+func TestSnapshotPrepareOutOfOrder(t *testing.T) {
+	md := mmdstest.New(t, map[string]any{"instanceID": "sbx-1"})
+	s, _ := startInVM(t, md)
+	host := strings.TrimPrefix(s.URL, "http://")
+	c, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cr := bufio.NewReader(c)
+	// No prepare: nothing to recover, a plain kept-alive 200.
+	if resp := rawGet(t, c, cr, host, "/health"); resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("health without a prepare = %d close=%v, want a kept-alive 200", resp.StatusCode, resp.Close)
+	}
+	for i := range 2 {
+		resp, err := s.Client.Post(s.URL+"/snapshot/prepare", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("/snapshot/prepare #%d = %d, want 204", i+1, resp.StatusCode)
+		}
+	}
+	// /health after the prepares, before any snapshot (or after a restore:
+	// envd cannot tell them apart, and needs not): 200 on a new connection,
+	// which stays open for the next request.
+	c2, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	cr2 := bufio.NewReader(c2)
+	for i := range 2 {
+		if resp := rawGet(t, c2, cr2, host, "/health"); resp.StatusCode != 200 || resp.Close {
+			t.Fatalf("health #%d after two prepares = %d close=%v, want a kept-alive 200", i+1, resp.StatusCode, resp.Close)
+		}
+	}
+}
+
 // TestProcessesLandInCgroups starts processes over the wire with cgroups on
 // (a fresh directory of the cgroup2 mount as --cgroup-root) and reads
 // cgroup.procs of each group.
