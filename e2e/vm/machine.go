@@ -29,6 +29,10 @@ const (
 	GuestIP   = "169.254.0.21"
 	GatewayIP = "169.254.0.22"
 	EnvdPort  = 49983
+	// NFSHost plays the orchestrator's in-sandbox address, where E2B's
+	// sandboxes find their NFS volumes (§18.6 nfs_target).
+	NFSHost = "169.254.0.23"
+	NFSAddr = NFSHost + ":2049"
 )
 
 // Config describes one VM.
@@ -42,6 +46,7 @@ type Config struct {
 	QMPPath  string // an extra QMP socket for the user; "" for none
 	Incoming string // resume the state qemu's migrate wrote to this file instead of booting
 	MMDSPort int    // host port of the MMDS server; 0: the guest has no MMDS
+	NFSPort  int    // host port of an NFS server the guest reaches at NFSAddr; 0: none
 	Init     string // PID 1 of the guest; "" is /usr/local/bin/envd
 	RTCBase  string // qemu -rtc base= (the guest's clock at boot); "" is now
 	Accel    Accel
@@ -149,6 +154,11 @@ func Start(cfg Config) (*Machine, error) {
 		// qemu runs the command for each connection the guest opens, so one
 		// MMDS server on the host keeps its session tokens across them.
 		netdev += ",guestfwd=tcp:169.254.169.254:80-cmd:socat - TCP:127.0.0.1:" + strconv.Itoa(cfg.MMDSPort)
+	}
+	if cfg.NFSPort != 0 {
+		// The same per-connection socat: the NFS client reconnects, and
+		// MOUNT comes on a connection of its own.
+		netdev += ",guestfwd=tcp:" + NFSAddr + "-cmd:socat - TCP:127.0.0.1:" + strconv.Itoa(cfg.NFSPort)
 	}
 	rtc := "clock=host"
 	if cfg.RTCBase != "" {

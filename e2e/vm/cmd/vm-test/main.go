@@ -28,6 +28,7 @@ type suite struct {
 	m      *vm.Machine
 	c      *vm.Client
 	mmds   *vm.MMDS
+	nfs    *nfsServer     // the volumes' server, for "nfs_volume"
 	md     map[string]any // the metadata the VM booted with
 	work   string
 	e2e    string
@@ -68,6 +69,7 @@ func checks() []check {
 		{"clock", (*suite).clock, time.Minute},
 		// Issue 12: the orchestrator's endpoints (§18).
 		{"fsfreeze", (*suite).fsfreeze, 2 * time.Minute},
+		{"nfs_volume", (*suite).nfsVolume, 2 * time.Minute},
 		// Issue 10: VM life.
 		{"disk_full", (*suite).diskFull, time.Minute},
 		{"snapshot_restore", (*suite).snapshotRestore, 5 * time.Minute},
@@ -121,6 +123,7 @@ func run() int {
 	failed, err := s.setup(*image, *mem)
 	if err != nil {
 		s.logf("setup: %v", err)
+		s.nfs.Close()
 		fmt.Println("FAIL boot: " + firstLine(err.Error()))
 		fmt.Println("0 passed, 1 failed")
 		s.logf("work directory kept: %s", work)
@@ -133,6 +136,7 @@ func run() int {
 		sig := <-sigc
 		s.logf("%v: stopping the VM; work directory %s", sig, work)
 		s.m.Kill()
+		s.nfs.Close()
 		os.Exit(130)
 	}()
 	passed := 0
@@ -159,6 +163,7 @@ func run() int {
 	// Whatever the checks did: no qemu outlives this run.
 	s.m.Kill()
 	s.mmds.Close()
+	s.nfs.Close()
 	s.logf("accelerator %s; envd answered %s after qemu started; wall time %s", s.accel, s.booted.Round(10*time.Millisecond), time.Since(t0).Round(time.Second))
 	if failed > 0 || *keep {
 		s.logf("work directory kept: %s (console.log: the guest's serial console)", work)
@@ -227,9 +232,12 @@ func (s *suite) setup(image string, mem int) (_ int, err error) {
 	if s.mmds, err = vm.ServeMMDS(s.md); err != nil {
 		return 0, err
 	}
+	if s.nfs, err = startNFS(s.work); err != nil {
+		return 0, err
+	}
 	// A year in the past: /init's timestamp must bring the clock back.
 	s.rtcBase = time.Now().UTC().Add(-365 * 24 * time.Hour).Truncate(time.Second)
-	cfg := vm.Config{Image: image, WorkDir: s.work, MemMiB: mem, MMDSPort: s.mmds.Port, Accel: s.accel,
+	cfg := vm.Config{Image: image, WorkDir: s.work, MemMiB: mem, MMDSPort: s.mmds.Port, NFSPort: s.nfs.port, Accel: s.accel,
 		RTCBase: s.rtcBase.Format("2006-01-02T15:04:05"), Log: os.Stderr}
 	if s.m, err = vm.Start(cfg); err != nil {
 		return 0, err
