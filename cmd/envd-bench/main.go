@@ -51,6 +51,9 @@ type options struct {
 	rpcGzip bool
 	timeout time.Duration
 	profile string
+	// Overrides of the chosen sizes (0: keep): fewer samples or a smaller
+	// stream where a full run would not fit, e.g. a VM guest under TCG.
+	iters, reps, stdoutMiB int
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -72,6 +75,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&opt.rpcGzip, "rpc-gzip", true, "let the RPC client accept gzip responses (connect-go's default, as the Wrenn host agent)")
 	fs.DurationVar(&opt.timeout, "timeout", 0, "limit per scenario (default 3m, 60s with -short)")
 	fs.StringVar(&opt.profile, "profile", "", "run the daemon in-process from this source tree under pprof instead of bin/envd; write cpu.pprof and allocs.pprof into this directory")
+	fs.IntVar(&opt.iters, "iters", 0, "latency samples per scenario (default 200, 5 with -short)")
+	fs.IntVar(&opt.reps, "reps", 0, "throughput repetitions per scenario (default 5, 1 with -short)")
+	fs.IntVar(&opt.stdoutMiB, "stdout-mib", 0, "MiB the stdout scenario streams (default 512, 1 with -short)")
 	servePort := fs.Int("serve-profiled", 0, "internal: be the profiled daemon on this port (used by -profile)")
 	vmOpt := vmFlags(fs) // vm.go
 	if err := fs.Parse(args); err != nil {
@@ -186,6 +192,15 @@ func setup(ctx context.Context, opt options, log io.Writer) (*bench, error) {
 	if opt.short {
 		b.sz = shortSizes()
 	}
+	if opt.iters > 0 {
+		b.sz.iters = opt.iters
+	}
+	if opt.reps > 0 {
+		b.sz.reps = opt.reps
+	}
+	if opt.stdoutMiB > 0 {
+		b.sz.stdout = int64(opt.stdoutMiB) << 20
+	}
 	var err error
 	if b.tmp, err = os.MkdirTemp("", "envd-bench-"); err != nil {
 		return nil, err
@@ -200,14 +215,6 @@ func setup(ctx context.Context, opt options, log io.Writer) (*bench, error) {
 	}
 	_ = os.Chmod(b.tmp, 0o755)
 	_ = os.Chmod(b.dir, 0o777)
-
-	b.logf("building the trivial reference server")
-	if b.trivBin, err = buildTrivial(ctx, b.tmp); err != nil {
-		return nil, err
-	}
-	if b.triv, err = spawn(ctx, b.trivBin, func(p int) []string { return []string{fmt.Sprint(p)} }, b.tmp); err != nil {
-		return nil, err
-	}
 
 	if opt.url == "" {
 		if opt.scale {
@@ -416,20 +423,42 @@ func (b *bench) scenarios() []scenario {
 		{"stdin", b.stdinStream},
 		{"signal", b.signalEnd},
 		{"procconnect", b.connectFirst},
-		{"upload", b.upload},
-		{"download", b.download},
+		{"upload", b.withTrivial("upload", b.upload)},
+		{"download", b.withTrivial("download", b.download)},
 		{"gzip", b.gzipDownload},
-		{"stat", b.statLatency},
+		{"stat", b.withTrivial("stat", b.statLatency)},
 		{"listdir", b.listDir},
 		{"mkdir", b.makeDirRemove},
 		{"watch", b.watchLatency},
-		{"footprint", b.footprint},
+		{"footprint", b.withTrivial("footprint", b.footprint)},
 		{"slowreader", b.slowReader},
 		{"drop", b.dropStreams},
-		{"init", b.initRepeat},
-		{"unary", b.unaryLatency},
-		{"durable", b.durableUpload},
-		{"threads", b.idleThreads},
+		{"init", b.withTrivial("init", b.initRepeat)},
+		{"unary", b.withTrivial("unary", b.unaryLatency)},
+		{"durable", b.withTrivial("durable", b.durableUpload)},
+		{"threads", b.withTrivial("threads", b.idleThreads)},
+	}
+}
+
+// withTrivial starts the trivial reference server before a scenario that
+// compares envd with it. It is built here, not in setup, because building
+// needs a Go toolchain, which a target such as a VM guest may lack while its
+// other scenarios (Start, stdout) only compare with the kernel.
+func (b *bench) withTrivial(name string, run func(context.Context) []row) func(context.Context) []row {
+	return func(ctx context.Context) []row {
+		if b.triv == nil {
+			b.logf("building the trivial reference server")
+			bin, err := buildTrivial(ctx, b.tmp)
+			if err != nil {
+				return []row{errRow(name, target{}, err)}
+			}
+			s, err := spawn(ctx, bin, func(p int) []string { return []string{fmt.Sprint(p)} }, b.tmp)
+			if err != nil {
+				return []row{errRow(name, target{}, err)}
+			}
+			b.trivBin, b.triv = bin, s
+		}
+		return run(ctx)
 	}
 }
 

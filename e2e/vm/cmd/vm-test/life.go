@@ -124,6 +124,13 @@ func (s *suite) snapshotRestore(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("counter before: %w", err)
 	}
 
+	// Clear envd's referenced bits: what it touches from here to the first
+	// Start after resume is smaps_rollup's Referenced then.
+	const memFig = `awk '/^(Rss|Referenced):/ {printf "%s %s kB, ", $1, $2}' /proc/1/smaps_rollup; sed 's/.*) //' /proc/1/stat | awk '{print "minflt " $8 " majflt " $10}'`
+	memBefore, err := s.c.Output(ctx, "root", "echo 1 >/proc/1/clear_refs && "+memFig)
+	if err != nil {
+		return "", fmt.Errorf("clear envd's referenced bits: %w", err)
+	}
 	code, msg, err := s.post(ctx, "/snapshot/prepare")
 	if err != nil || code != http.StatusNoContent {
 		return "", fmt.Errorf("POST /snapshot/prepare: %d %q %v", code, msg, err)
@@ -169,6 +176,10 @@ func (s *suite) snapshotRestore(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("first Start after resume: %v %v", err, r.OK())
 	}
 	firstStart := time.Since(t1) + firstHealth
+	memAfter, err := s.c.Output(ctx, "root", memFig)
+	if err != nil {
+		return "", fmt.Errorf("envd's memory after resume: %w", err)
+	}
 	t2 := time.Now()
 	if _, err := s.c.Run(ctx, "root", "/bin/true"); err != nil {
 		return "", err
@@ -250,9 +261,9 @@ func (s *suite) snapshotRestore(ctx context.Context) (string, error) {
 	s.c.Signal(ctx, "user", srv.Pid, process.Signal_SIGNAL_SIGKILL)
 	s.c.Signal(ctx, "user", pty.Pid, process.Signal_SIGNAL_SIGKILL)
 	s.c.Signal(ctx, "user", counter.Pid, process.Signal_SIGNAL_SIGKILL)
-	return fmt.Sprintf("saved %.0f MiB in %s (host port %d → %d); first /health %s after cont, first Start of /bin/true ended %s after cont (a warm one: %s), envd VmRSS %s then; counter pid %d kept, lines %v → %v by tag; prepare twice 204; PTY echoes; old WatchDir ended with an error, a new one sees events; forwarded port answers; /init with a new token and +1h moved the clock, old token 401",
+	return fmt.Sprintf("saved %.0f MiB in %s (host port %d → %d); first /health %s after cont, first Start of /bin/true ended %s after cont (a warm one: %s), envd VmRSS %s then; envd memory since clear_refs just before prepare: %s before → %s after the first /health and Start (Referenced: distinct memory envd touched, what a resume from remote storage pays); counter pid %d kept, lines %v → %v by tag; prepare twice 204; PTY echoes; old WatchDir ended with an error, a new one sees events; forwarded port answers; /init with a new token and +1h moved the clock, old token 401",
 		float64(st.Size())/(1<<20), saveTook.Round(10*time.Millisecond), oldPort, s.m.Port, firstHealth.Round(10*time.Millisecond),
-		firstStart.Round(time.Millisecond), warmStart.Round(time.Millisecond), strings.TrimSpace(rss), counter.Pid, before, after), nil
+		firstStart.Round(time.Millisecond), warmStart.Round(time.Millisecond), strings.TrimSpace(rss), strings.TrimSpace(memBefore), strings.TrimSpace(memAfter), counter.Pid, before, after), nil
 }
 
 // resume starts the saved state in a new qemu on a new port and makes it

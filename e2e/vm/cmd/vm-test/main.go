@@ -72,6 +72,7 @@ func checks() []check {
 		{"nfs_volume", (*suite).nfsVolume, 2 * time.Minute},
 		// Issue 10: VM life.
 		{"disk_full", (*suite).diskFull, time.Minute},
+		{"bench_in_vm", (*suite).benchInVM, 4 * time.Minute},
 		{"snapshot_restore", (*suite).snapshotRestore, 5 * time.Minute},
 		{"restore_twice", (*suite).restoreTwice, 5 * time.Minute},
 		{"memory_limit_restore", (*suite).memoryLimitRestore, 5 * time.Minute},

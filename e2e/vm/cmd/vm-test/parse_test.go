@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -46,5 +47,28 @@ func TestConsoleLog(t *testing.T) {
 	}
 	if logIndex(lines, "boot step done", "mount /sys") != -1 {
 		t.Error("found a step that is not there")
+	}
+}
+
+func TestBenchSummary(t *testing.T) {
+	table := "envd-bench: full mode, envd at http://127.0.0.1:49983, 2 CPUs, load 1 1 1, now\n\n" +
+		"| scenario | envd | limit (this machine) | ratio | target | met |\n|---|---|---|---|---|---|\n" +
+		"| Start /bin/true → end event | 20 ms (p99 30 ms) | 8 ms (p99 9 ms) fork+exec+wait | 2.50× | ≤ 2× | NO |\n" +
+		"| stdout stream of `head -c 32.0MiB /dev/zero` | 40 MiB/s | 200 MiB/s Go reading a pipe | 0.20× | ≥ 0.6× | NO |\n" +
+		"| daemon CPU per GiB of stdout | 9.00 s | 2.00 s Go reading a pipe | 4.50× | ≤ 2× | NO [3] |\n\n" +
+		"[3] daemon CPU per GiB of stdout: for scale: this benchmark's own client (Connect decode + content check) used 7.25 s per GiB\n"
+	got, err := benchSummary(table, "tcg")
+	if err != nil || !strings.Contains(got, "envd 20 ms (p99 30 ms), 8 ms (p99 9 ms) fork+exec+wait, 2.50×") ||
+		!strings.Contains(got, "envd 40 MiB/s, 200 MiB/s Go reading a pipe, 0.20×") || !strings.Contains(got, "2 vCPUs") || !strings.Contains(got, "own client 7.25 s per GiB") {
+		t.Errorf("summary %q, %v", got, err)
+	}
+	// A missing or failed row fails the check.
+	noStdout := strings.Split(table, "| stdout")[0]
+	if _, err := benchSummary(noStdout, "tcg"); err == nil {
+		t.Error("no stdout row: no error")
+	}
+	failed := strings.Replace(table, "| 20 ms (p99 30 ms) | 8 ms (p99 9 ms) fork+exec+wait | 2.50× | ≤ 2× | NO |", "| error [1] | — | — | ≤ 2× | ERROR |", 1)
+	if _, err := benchSummary(failed, "tcg"); err == nil {
+		t.Error("Start row in error: no error")
 	}
 }
