@@ -484,12 +484,10 @@ func (s *suite) processes10k(ctx context.Context) (string, error) {
 	}
 	sub := *s
 	sub.m, sub.c = m, vm.NewClient(m.URL)
-	// The same MMDS holds the hash of the suite's token, if it has one.
-	if tok := s.c.Token; tok != "" {
-		if code, body, err := sub.c.Init(ctx, map[string]any{"accessToken": tok}); err != nil || code != http.StatusNoContent {
-			return "", fmt.Errorf("/init of the %d MiB VM: %d %q %v", cfg.MemMiB, code, trim(body), err)
-		}
-		sub.c.Token = tok
+	// Its own token, as the host gives each VM: MMDS carries its hash
+	// first, whatever token the suite's VM holds now.
+	if _, err := sub.takeToken(ctx); err != nil {
+		return "", fmt.Errorf("the %d MiB VM: %w", cfg.MemMiB, err)
 	}
 	detail, err := sub.processesN(ctx)
 	return fmt.Sprintf("in a %d MiB VM: %s", cfg.MemMiB, detail), err
