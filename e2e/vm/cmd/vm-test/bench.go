@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -26,29 +24,12 @@ const (
 // throughput beside Go reading a pipe, both limits measured by the same
 // process in the same VM.
 func (s *suite) benchInVM(ctx context.Context) (string, error) {
-	src, err := filepath.Abs("cmd/envd-bench")
-	if err != nil {
-		return "", err
-	}
 	bin := filepath.Join(s.work, "envd-bench")
-	// Its own module (GOWORK=off), static like everything run in the guest.
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, ".")
-	build.Dir = src
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off")
-	if out, err := build.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/envd-bench: %v: %s", err, out)
-	}
-	f, err := os.Open(bin)
-	if err != nil {
+	if err := goBuild(ctx, "cmd/envd-bench", bin); err != nil {
 		return "", err
 	}
 	const guestBin = "/usr/local/bin/envd-bench"
-	code, body, err := s.c.Upload(ctx, "root", guestBin, f)
-	f.Close()
-	if err != nil || code != 200 {
-		return "", fmt.Errorf("upload envd-bench: %d %q %v", code, trim(body), err)
-	}
-	if _, err := s.c.Output(ctx, "root", "chmod 755 "+guestBin); err != nil {
+	if err := s.putExecutable(ctx, bin, guestBin); err != nil {
 		return "", err
 	}
 	args := []string{"-url", "http://127.0.0.1:49983", "-pid", "1", "-user", "root", "-only", "^(start|stdout)$",

@@ -528,27 +528,38 @@ sys.exit(3)
 		group, end.GetStatus(), before, after, peak, hogTook.Seconds(), strings.TrimSpace(high), strings.TrimSpace(verdict), note), nil
 }
 
+// putExecutable uploads the host file src to dst in the guest, mode 0755.
+func (s *suite) putExecutable(ctx context.Context, src, dst string) error {
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	code, body, err := s.c.Upload(ctx, "root", dst, f)
+	if err != nil || code != 200 {
+		return fmt.Errorf("upload %s to %s: %d %q %v", src, dst, code, trim(body), err)
+	}
+	if out, err := s.c.Output(ctx, "root", "chmod 755 "+dst); err != nil {
+		return fmt.Errorf("chmod 755 %s: %w (%s)", dst, err, trim(out))
+	}
+	return nil
+}
+
 // guestGoTest uploads a Go test binary built on the host (static) and runs
 // it as root in the guest with -test.run, failing unless it exits 0 and
 // every one of tests reports PASS (a SKIP there is a failure: the VM has
 // what those tests need). It returns the tests' verdict lines and a note on
 // the other tests that skipped.
 func (s *suite) guestGoTest(ctx context.Context, bin, run string, tests ...string) ([]string, string, error) {
-	f, err := os.Open(bin)
-	if err != nil {
-		return nil, "", err
-	}
-	defer f.Close()
 	name := filepath.Base(bin)
-	code, body, err := s.c.Upload(ctx, "root", "/root/"+name, f)
-	if err != nil || code != 200 {
-		return nil, "", fmt.Errorf("upload %s: %d %q %v", name, code, trim(body), err)
+	if err := s.putExecutable(ctx, bin, "/root/"+name); err != nil {
+		return nil, "", err
 	}
 	args := "-test.v -test.count=1"
 	if run != "" {
 		args += " -test.run '" + run + "'"
 	}
-	r, err := s.c.Sh(ctx, "root", "chmod +x /root/"+name+" && cd /root && ./"+name+" "+args+" 2>&1")
+	r, err := s.c.Sh(ctx, "root", "cd /root && ./"+name+" "+args+" 2>&1")
 	if err != nil {
 		return nil, "", fmt.Errorf("run %s: %w", name, err)
 	}

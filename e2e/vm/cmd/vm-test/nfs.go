@@ -29,10 +29,8 @@ type nfsServer struct {
 // dependency of this test server only) with one volume, vol1.
 func startNFS(work string) (*nfsServer, error) {
 	bin := filepath.Join(work, "nfs-serve")
-	build := exec.Command("go", "-C", "e2e/nfs-serve", "build", "-o", bin, ".")
-	build.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build e2e/nfs-serve: %v: %s", err, out)
+	if err := goBuild(context.Background(), "e2e/nfs-serve", bin); err != nil {
+		return nil, err
 	}
 	n := &nfsServer{root: filepath.Join(work, "nfs"), done: make(chan struct{})}
 	if err := os.MkdirAll(filepath.Join(n.root, "vol1"), 0o777); err != nil {
